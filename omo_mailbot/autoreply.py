@@ -1,0 +1,127 @@
+"""The acute auto-reply and the duty alert: whether to send, and what.
+
+The header policy (never answer a machine) is in :mod:`guards`; this module adds
+what needs the database — rate limits per sender per thread, per sender and in
+total, and recent hard bounces — and builds the messages. The reply goes to
+exactly one address, carries ``Auto-Submitted: auto-replied``, threading
+headers, ``X-Auto-Response-Suppress: All``, ``Precedence: bulk``, our loop
+header and a Message-ID on our domain that is stored with the outbox row, so
+retries resend the very same message.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from .config import AutoReplyConfig, SmtpConfig
+from .mail import Address, ParsedMail
+from .models import Bounce, OutboxMail
+from .templating import Templates
+from .verdict import Decision
+
+REPLY_PREFIX = "omo-reply."
+ALERT_PREFIX = "omo-alert."
+
+
+def new_message_id(prefix: str, domain: str) -> str:
+    return f"<{prefix}{secrets.token_hex(12)}@{domain}>"
+
+
+def thread_key(mail: ParsedMail) -> str:
+    """The first message of the conversation as far as the headers tell."""
+    if mail.references:
+        return mail.references[0]
+    if mail.in_reply_to:
+        return mail.in_reply_to[0]
+    return mail.message_id or ""
+
+
+def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thread: str, now: datetime) -> str | None:
+    """Why the brakes forbid a reply to ``recipient`` now, or None."""
+    recipient = recipient.lower()
+
+    def count(since: timedelta, *conditions: Any) -> int:
+        stmt = select(func.count(OutboxMail.id)).where(OutboxMail.kind == "auto_reply",
+                                                      OutboxMail.created_at >= now - since, *conditions)
+        return int(session.execute(stmt).scalar_one())
+
+    if thread and count(timedelta(hours=cfg.per_thread_window_hours), OutboxMail.recipient == recipient,
+                        OutboxMail.thread_key == thread) >= cfg.per_thread_max:
+        return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
+    if count(timedelta(hours=cfg.per_sender_window_hours), OutboxMail.recipient == recipient) >= cfg.per_sender_max:
+        return (f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
+                f"{cfg.per_sender_window_hours:g} h")
+    if count(timedelta(hours=1)) >= cfg.global_max_per_hour:
+        return f"circuit-breaker: {cfg.global_max_per_hour} auto-replies in the last hour"
+    bounced = session.execute(
+        select(func.count(Bounce.id)).where(Bounce.address == recipient,
+                                            Bounce.at >= now - timedelta(days=cfg.bounce_block_days))
+    ).scalar_one()
+    if bounced:
+        return f"hard-bounce: this address bounced in the last {cfg.bounce_block_days} days"
+    return None
+
+
+def _subject(original: str, reference: str, lang: str) -> str:
+    base = original.strip() or ("(geen onderwerp)" if lang == "nl" else "(no subject)")
+    if reference.lower() not in base.lower():
+        base = f"{base} [{reference}]"
+    prefix = "Ontvangen: " if lang == "nl" else "Received: "
+    return (prefix + base)[:250]
+
+
+def build_reply(templates: Templates, smtp: SmtpConfig, ar: AutoReplyConfig, mail: ParsedMail, decision: Decision,
+                recipient: Address, reference: str, next_working_day: str, now: datetime) -> tuple[bytes, str]:
+    lang = "en" if decision.language == "en" else "nl"
+    context = {"name": recipient.name, "reference": reference, "next_working_day": next_working_day,
+               "our_address": smtp.from_address}
+    msg = EmailMessage()
+    message_id = new_message_id(REPLY_PREFIX, smtp.message_id_domain)
+    msg["From"] = formataddr((smtp.from_name, smtp.from_address))
+    msg["To"] = formataddr((recipient.name, recipient.addr))
+    msg["Subject"] = _subject(mail.subject, reference, lang)
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    if mail.message_id:
+        msg["In-Reply-To"] = mail.message_id
+        msg["References"] = " ".join([*mail.references[-10:], mail.message_id])
+    msg["Auto-Submitted"] = "auto-replied"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Precedence"] = "bulk"
+    msg[ar.loop_header] = smtp.from_address
+    msg["Content-Language"] = lang
+    msg.set_content(templates.render_text(f"acute_reply.{lang}.txt", context))
+    msg.add_alternative(templates.render_html(f"acute_reply.{lang}.html", context), subtype="html")
+    return msg.as_bytes(policy=SMTP), message_id
+
+
+def build_duty_alert(templates: Templates, smtp: SmtpConfig, ar: AutoReplyConfig, mail: ParsedMail,
+                     decision: Decision, to: str, reference: str, sent: str, now: datetime) -> tuple[bytes, str]:
+    sender = mail.from_.addr if mail.from_ else "(onbekend)"
+    hits = [{"symbol": h.symbol, "weight": h.weight, "description": h.description, "matched": list(h.matched)}
+            for h in decision.hits if h.weight > 0]
+    excerpt = "\n".join(decision.text.new.splitlines()[:12])[:1200]
+    context = {"reference": reference, "received": format_datetime(now), "sender": sender,
+               "subject": mail.subject or "(geen onderwerp)", "score": decision.score,
+               "threshold": decision.threshold, "hits": hits, "sent": sent, "excerpt": excerpt}
+    msg = EmailMessage()
+    message_id = new_message_id(ALERT_PREFIX, smtp.message_id_domain)
+    msg["From"] = formataddr((smtp.from_name, smtp.from_address))
+    msg["To"] = to
+    msg["Subject"] = f"[ACUUT {reference}] {mail.subject or '(geen onderwerp)'}"[:250]
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg["Precedence"] = "bulk"
+    msg[ar.loop_header] = smtp.from_address
+    msg.set_content(templates.render_text("duty_alert.txt", context))
+    return msg.as_bytes(policy=SMTP), message_id

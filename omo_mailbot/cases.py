@@ -1,0 +1,91 @@
+"""Cases: the unit of work for contact persons.
+
+A case has a stable reference (``OMO-2026-0042``), a status, an assignee, topics
+and a history. Follow-ups join their case by In-Reply-To/References first and
+by the reference in the subject second, never by subject text alone; a
+follow-up on a closed case reopens it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .mail import ParsedMail
+from .models import Case, CaseEvent, Counter, Message, OutboxMail
+
+REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
+STATUSES = ("new", "assigned", "in_progress", "referred", "closed")
+SYSTEM = "omo-mailbot"
+
+
+def next_reference(session: Session, year: int) -> str:
+    name = f"case-{year}"
+    stmt = select(Counter).where(Counter.name == name)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    counter = session.execute(stmt).scalar_one_or_none()
+    if counter is None:
+        counter = Counter(name=name, value=0)
+        session.add(counter)
+    counter.value += 1
+    session.flush()
+    return f"OMO-{year}-{counter.value:04d}"
+
+
+def add_event(session: Session, case: Case, actor: str, action: str, detail: str | None, now: datetime) -> None:
+    session.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, detail=detail))
+    case.updated_at = now
+    if actor != SYSTEM:
+        case.last_action_at = now
+
+
+def find_thread_case(session: Session, mail: ParsedMail) -> Case | None:
+    """The case this mail continues, by message ids first, then by a reference in the subject."""
+    ids = [i for i in (*mail.in_reply_to, *reversed(mail.references)) if i]
+    if ids:
+        case_id = session.execute(
+            select(Message.case_id).where(Message.message_id_header.in_(ids), Message.case_id.is_not(None)).limit(1)
+        ).scalar_one_or_none()
+        if case_id is None:
+            case_id = session.execute(
+                select(OutboxMail.case_id).where(OutboxMail.message_id_header.in_(ids), OutboxMail.case_id.is_not(None)).limit(1)
+            ).scalar_one_or_none()
+        if case_id is not None:
+            return session.get(Case, case_id)
+    m = REFERENCE.search(mail.subject or "")
+    if m:
+        ref = f"OMO-{m.group(1)}-{m.group(2)}".upper()
+        return session.execute(select(Case).where(Case.reference == ref)).scalar_one_or_none()
+    return None
+
+
+def open_case(session: Session, *, label: str, subject: str | None, requester: str | None, now: datetime,
+              topics: list[str] | None = None, needs_human_reason: str | None = None) -> Case:
+    case = Case(
+        reference=next_reference(session, now.year), status="new", label=label,
+        needs_human=needs_human_reason is not None, needs_human_reason=needs_human_reason,
+        topics=topics or [], subject=subject, requester=requester,
+        created_at=now, updated_at=now, last_action_at=now,
+    )
+    session.add(case)
+    session.flush()
+    detail = f"label {label}" + (f"; needs a human: {needs_human_reason}" if needs_human_reason else "")
+    add_event(session, case, SYSTEM, "created", detail, now)
+    return case
+
+
+def follow_up(session: Session, case: Case, message: Message, label: str, now: datetime) -> None:
+    """Attach a follow-up mail; reopen a closed case; an acute follow-up makes the case acute."""
+    message.case_id = case.id
+    if case.status == "closed":
+        case.status = "assigned" if case.assignee else "new"
+        add_event(session, case, SYSTEM, "reopened", "a follow-up arrived on a closed case", now)
+    else:
+        add_event(session, case, SYSTEM, "follow-up", f"message {message.id} ({label})", now)
+    if label == "acute" and case.label != "acute":
+        add_event(session, case, SYSTEM, "relabelled", f"{case.label} -> acute by a follow-up", now)
+        case.label = "acute"

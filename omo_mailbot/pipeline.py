@@ -1,0 +1,260 @@
+"""One mail from the mailbox to a committed decision.
+
+For each fetched mail, in ONE transaction: the raw bytes, what was parsed, the
+verdict with every hit, the case, the outbox rows (auto-reply, duty alert) and
+the mailbox cursor. Nothing is sent and nothing is marked on the server here;
+the caller does that after the commit. A mail that makes any step raise is
+stored with its traceback as a case that "needs a human", and the caller goes
+on with the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import autoreply, cases
+from .config import Config
+from .errors import ParseError
+from .mail import ParsedMail, parse
+from .mailbox import FetchedMail
+from .models import Bounce, Case, MailboxCursor, Message, Verdict
+from .outbox import enqueue
+from .templating import Templates
+from .verdict import Decider, Decision
+from .workdays import WorkCalendar, format_day
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+_FINAL_RECIPIENT = re.compile(rb"^Final-Recipient:\s*rfc822;\s*<?([^\s>]+@[^\s>]+)>?", re.I | re.M)
+_FAILED = re.compile(rb"^Action:\s*failed", re.I | re.M)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    uid: int
+    message_db_id: int | None
+    status: str  # decided | parse_failed | too_large | error | duplicate
+    label: str | None = None
+    case_reference: str | None = None
+    replied: bool = False
+    blocked_by: str | None = None
+    queued_mail: int = 0
+    symbols: tuple[str, ...] = ()
+
+
+def read_cursor(session: Session, mailbox: str) -> MailboxCursor | None:
+    return session.execute(select(MailboxCursor).where(MailboxCursor.mailbox == mailbox)).scalar_one_or_none()
+
+
+def sync_cursor(sessions: sessionmaker[Session], mailbox: str, uidvalidity: int, now: datetime) -> int:
+    """The last processed UID for this UIDVALIDITY; a new UIDVALIDITY restarts from 0 (a full rescan)."""
+    with sessions.begin() as s:
+        cur = read_cursor(s, mailbox)
+        if cur is None:
+            s.add(MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0, updated_at=now))
+            return 0
+        if cur.uidvalidity != uidvalidity:
+            log.warning("UIDVALIDITY changed: rescanning the folder; duplicates are recognised by content",
+                        extra={"old": cur.uidvalidity, "new": uidvalidity})
+            cur.uidvalidity, cur.last_uid, cur.updated_at = uidvalidity, 0, now
+            return 0
+        return cur.last_uid
+
+
+def _advance(session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime) -> None:
+    cur = read_cursor(session, mailbox)
+    if cur is None:
+        session.add(MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=uid, updated_at=now))
+    elif cur.uidvalidity == uidvalidity and uid > cur.last_uid:
+        cur.last_uid, cur.updated_at = uid, now
+
+
+def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
+    """A mail whose text could not be read is decided on its subject alone: a human must look."""
+    if decision.text.new.strip() or not (mail.defects or mail.attachment_names):
+        return None
+    what = ", ".join(mail.defects) if mail.defects else "only attachments"
+    return f"no readable text ({what}); decided on the subject alone"
+
+
+class Pipeline:
+    def __init__(self, sessions: sessionmaker[Session], decider: Decider, cfg: Config, templates: Templates,
+                 calendar: WorkCalendar, clock: Clock) -> None:
+        self.sessions = sessions
+        self.decider = decider
+        self.cfg = cfg
+        self.templates = templates
+        self.calendar = calendar
+        self.clock = clock
+
+    def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail) -> Outcome:
+        """Store and decide one mail; never raises for a bad mail (only for a broken database)."""
+        now = self.clock()
+        try:
+            with self.sessions.begin() as s:
+                return self._process(s, mailbox, uidvalidity, fetched, now)
+        except IntegrityError:
+            # a concurrent instance stored the same mail first: nothing to do but move on
+            with self.sessions.begin() as s:
+                _advance(s, mailbox, uidvalidity, fetched.uid, now)
+            return Outcome(fetched.uid, None, "duplicate")
+        except Exception:
+            # Something in the full path failed after parsing; keep the bytes and the traceback.
+            error = traceback.format_exc(limit=8)
+            try:
+                with self.sessions.begin() as s:
+                    return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error)
+            except Exception:
+                error += "\n\nstoring the readable fields failed too:\n" + traceback.format_exc(limit=4)
+                with self.sessions.begin() as s:
+                    return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error, readable=False)
+
+    def _process(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime) -> Outcome:
+        digest = hashlib.sha256(fetched.raw).hexdigest()
+        existing = s.execute(select(Message.id).where(Message.sha256 == digest)).scalar_one_or_none()
+        if existing is not None:
+            _advance(s, mailbox, uidvalidity, fetched.uid, now)
+            return Outcome(fetched.uid, existing, "duplicate")
+        if fetched.too_large:
+            return self._store_failure(
+                s, mailbox, uidvalidity, fetched, now, "too_large",
+                f"message of {fetched.size} bytes is over the limit of {self.cfg.imap.max_message_mb:g} MB; only its "
+                f"headers and structure were read: {fetched.bodystructure[:1000]}")
+        try:
+            mail = parse(fetched.raw)
+        except ParseError as exc:
+            return self._store_failure(s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc))
+        decision = self.decider.decide(mail)
+        message = self._store_message(s, mailbox, uidvalidity, fetched, digest, mail, now, "decided", None)
+        message.new_text = decision.text.new
+        message.stripped_text = decision.text.stripped
+        message.language = decision.language
+        outcome = self._act(s, message, mail, decision, now)
+        _advance(s, mailbox, uidvalidity, fetched.uid, now)
+        return outcome
+
+    def _store_message(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, digest: str,
+                       mail: ParsedMail | None, now: datetime, status: str, error: str | None) -> Message:
+        message = Message(
+            mailbox=mailbox, uidvalidity=uidvalidity, uid=fetched.uid, sha256=digest,
+            message_id_header=mail.message_id if mail else None, size=fetched.size, raw=fetched.raw,
+            received_at=now, date_header=mail.date if mail else None, subject=(mail.subject[:2000] if mail else None),
+            from_addr=(mail.from_.addr.lower()[:320] if mail and mail.from_ else None),
+            from_name=(mail.from_.name[:500] if mail and mail.from_ else None), status=status, error=error,
+        )
+        s.add(message)
+        s.flush()
+        return message
+
+    def _store_failure(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime,
+                       status: str, error: str, *, readable: bool = True) -> Outcome:
+        digest = hashlib.sha256(fetched.raw).hexdigest()
+        existing = s.execute(select(Message.id).where(Message.sha256 == digest)).scalar_one_or_none()
+        if existing is not None:
+            _advance(s, mailbox, uidvalidity, fetched.uid, now)
+            return Outcome(fetched.uid, existing, "duplicate")
+        mail = None
+        if readable:
+            try:
+                mail = parse(fetched.raw)  # headers may still be readable for the human
+            except Exception:
+                mail = None
+        message = self._store_message(s, mailbox, uidvalidity, fetched, digest, mail, now, status, error)
+        reason = {"parse_failed": "could not be parsed", "too_large": "too large to read",
+                  "error": "processing failed"}[status]
+        case = cases.open_case(s, label="preparation", subject=message.subject, requester=message.from_addr,
+                               now=now, needs_human_reason=f"{reason}: {error.splitlines()[-1][:300] if error else ''}")
+        message.case_id = case.id
+        _advance(s, mailbox, uidvalidity, fetched.uid, now)
+        log.warning("mail needs a human", extra={"uid": fetched.uid, "status": status, "case": case.reference})
+        return Outcome(fetched.uid, message.id, status, case_reference=case.reference)
+
+    def _act(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
+        s.add(Verdict(
+            message_id=message.id, label=decision.label, score=decision.score, threshold=decision.threshold,
+            acute_probability=decision.acute_probability, hits=[h.as_dict() for h in decision.hits],
+            automated_reasons=[{"code": r.code, "detail": r.detail, "automated": r.automated}
+                               for r in decision.guard.reasons],
+            auto_reply=False, auto_reply_blocked_by=None, topics=[], rules_hash=decision.rules_hash,
+            model_version=decision.model_version, decided_at=now,
+        ))
+        s.flush()
+        verdict = s.execute(select(Verdict).where(Verdict.message_id == message.id)).scalar_one()
+        symbols = tuple(decision.rule_symbols)
+        if decision.label == "automated":
+            verdict.auto_reply_blocked_by = decision.auto_reply_blocked_by
+            self._record_bounce(s, message, mail, decision, now)
+            log.info("stored automated mail", extra={"message_db_id": message.id, "reasons": [r.code for r in decision.guard.reasons]})
+            return Outcome(message.uid, message.id, "decided", decision.label, blocked_by=verdict.auto_reply_blocked_by,
+                           symbols=symbols)
+        case = cases.find_thread_case(s, mail)
+        if case is None:
+            case = cases.open_case(s, label=decision.label, subject=message.subject, requester=message.from_addr,
+                                   now=now, needs_human_reason=unreadable_reason(mail, decision))
+            message.case_id = case.id
+        else:
+            cases.follow_up(s, case, message, decision.label, now)
+        queued = 0
+        blocked = decision.auto_reply_blocked_by
+        replied = False
+        if decision.label == "acute":
+            blocked, replied, queued = self._answer_acute(s, message, mail, decision, case, now)
+        verdict.auto_reply, verdict.auto_reply_blocked_by = replied, blocked
+        log.info("decided", extra={"message_db_id": message.id, "message_id": mail.message_id, "label": decision.label,
+                                   "score": decision.score, "case": case.reference, "symbols": list(symbols),
+                                   "auto_reply": replied})
+        return Outcome(message.uid, message.id, "decided", decision.label, case.reference, replied, blocked, queued, symbols)
+
+    def _answer_acute(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, case: Case,
+                      now: datetime) -> tuple[str | None, bool, int]:
+        cfg = self.cfg
+        blocked = decision.guard.blocked_by
+        recipient = decision.guard.reply_to
+        if not cfg.autoreply.enabled:
+            blocked = "disabled: autoreply.enabled is false"
+        if blocked is None and recipient is not None:
+            blocked = autoreply.rate_limit_block(s, cfg.autoreply, recipient.addr, autoreply.thread_key(mail), now)
+        queued = 0
+        replied = False
+        if blocked is None and recipient is not None:
+            day = format_day(self.calendar.next_working_day(now.date()), decision.language)
+            raw, msgid = autoreply.build_reply(self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient,
+                                               case.reference, day, now)
+            enqueue(s, kind="auto_reply", raw=raw, recipient=recipient.addr, message_id=msgid, now=now,
+                    envelope_from=cfg.smtp.envelope_from, thread_key=autoreply.thread_key(mail),
+                    source_message_id=message.id, case_id=case.id)
+            cases.add_event(s, case, cases.SYSTEM, "auto-reply", f"guidance queued as {msgid}", now)
+            queued += 1
+            replied = True
+            sent = f"richtlijnen automatisch beantwoord ({msgid})"
+        else:
+            cases.add_event(s, case, cases.SYSTEM, "no-auto-reply", blocked, now)
+            sent = f"geen automatisch antwoord: {blocked}"
+        for duty in self.duty_addresses(now):
+            raw, msgid = autoreply.build_duty_alert(self.templates, cfg.smtp, cfg.autoreply, mail, decision, duty,
+                                                    case.reference, sent, now)
+            enqueue(s, kind="duty_alert", raw=raw, recipient=duty, message_id=msgid, now=now,
+                    envelope_from=cfg.smtp.envelope_from, source_message_id=message.id, case_id=case.id)
+            queued += 1
+        return blocked, replied, queued
+
+    def duty_addresses(self, now: datetime) -> list[str]:
+        return [self.cfg.alerts.duty_address] if self.cfg.alerts.duty_address else []
+
+    def _record_bounce(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> None:
+        if not any(r.code == "delivery-report" for r in decision.guard.reasons) or message.raw is None:
+            return
+        if not _FAILED.search(message.raw):
+            return
+        for m in _FINAL_RECIPIENT.finditer(message.raw):
+            s.add(Bounce(address=m.group(1).decode(errors="replace").lower()[:320], at=now, message_id=message.id))

@@ -1,0 +1,340 @@
+"""Operator rules: named symbols with weights, in TOML (the Rspamd model).
+
+A rule file holds ``[[rule]]`` tables::
+
+    [[rule]]
+    symbol = "CROWD_AT_TOWN_HALL"            # UPPER_SNAKE, unique over all files
+    description = "A crowd gathers at the town hall"  # shown to contact persons
+    weight = 3.0                             # points towards acute (negative: away)
+    scope = "text"                           # text: subject + new text (default)
+                                             # subject | body (new text only) | all (incl. quoted history)
+    words = ["demonstrant*", "blokkade"]     # whole words; * = any ending; Dutch endings
+                                             # (-e, -en, -s, -d, -t, -de, -te, ...) match by default
+    phrases = ["voor het gemeentehuis"]      # whole phrases, any whitespace between words
+    regex = ['\\bnu\\s+(?:al\\s+)?\\d+\\s+mensen']  # Python regular expressions, case-insensitive
+    headers = { "x-priority" = "^1" }        # header name -> regex on its decoded value
+    sender_domains = ["politie.nl"]          # From domain or a subdomain of it
+    requires = ["URGENT_TIME", "UNREST"]     # composite: fires only when all of these fired
+    force = "acute"                          # optional: decide regardless of the score
+
+A rule fires when any of its matchers matches (and all ``requires`` symbols
+fired). Loading collects every problem, each naming file, line, rule and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import tomlfile
+from .errors import ConfigError, Problem
+from .tomlfile import KeyPath, TomlDoc
+
+Scope = Literal["text", "subject", "body", "all"]
+SCOPES: tuple[str, ...] = ("text", "subject", "body", "all")
+FORCES: tuple[str, ...] = ("acute", "preparation")
+SYMBOL = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
+WEIGHT_RANGE = (-50.0, 50.0)
+RULE_KEYS = frozenset(
+    {"symbol", "description", "weight", "scope", "words", "phrases", "regex", "headers",
+     "sender_domains", "requires", "force", "inflect"}
+)
+DUTCH_ENDINGS = r"(?:e|en|s|es|n|d|t|de|te|den|ten|er|ere|st|ste)?"
+MAX_SNIPPETS = 3
+
+# Nested quantifiers such as (a+)+, (\w*)*, (x|y+)+ can backtrack exponentially.
+_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*](?:[^()\\]|\\.)*\)[+*{]")
+_WORD_CHARS = re.compile(r"^[\w\-'.* ]+$", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class MatchContext:
+    """The parts of one mail that rules look at (all text already lower-cased where useful)."""
+
+    subject: str
+    body: str
+    quoted: str
+    headers: tuple[tuple[str, str], ...]
+    sender_domain: str
+
+    def text_for(self, scope: str) -> str:
+        if scope == "subject":
+            return self.subject
+        if scope == "body":
+            return self.body
+        if scope == "all":
+            return f"{self.subject}\n{self.body}\n{self.quoted}"
+        return f"{self.subject}\n{self.body}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    symbol: str
+    weight: float
+    description: str
+    matched: tuple[str, ...]
+    force: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "weight": self.weight, "description": self.description,
+                "matched": list(self.matched), "force": self.force}
+
+
+@dataclass(frozen=True)
+class Rule:
+    symbol: str
+    description: str
+    weight: float
+    scope: str = "text"
+    pattern: re.Pattern[str] | None = None
+    headers: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    sender_domains: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    force: str | None = None
+    source: str = ""
+
+    def match(self, ctx: MatchContext, fired: set[str]) -> tuple[str, ...] | None:
+        if self.requires and not all(s in fired for s in self.requires):
+            return None
+        snippets: list[str] = []
+        if self.pattern is not None:
+            for m in self.pattern.finditer(ctx.text_for(self.scope)):
+                snippets.append(m.group(0).strip())
+                if len(snippets) >= MAX_SNIPPETS:
+                    break
+        for name, rx in self.headers:
+            for key, value in ctx.headers:
+                if key == name and rx.search(value):
+                    snippets.append(f"{name}: {value[:80]}")
+                    break
+        domain = ctx.sender_domain
+        for d in self.sender_domains:
+            if domain == d or domain.endswith("." + d):
+                snippets.append(f"sender domain {d}")
+        if snippets:
+            return tuple(snippets)
+        has_own_matcher = self.pattern is not None or self.headers or self.sender_domains
+        if self.requires and not has_own_matcher:
+            return tuple(f"all of {', '.join(self.requires)}" for _ in (0,))
+        return None
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    hash: str
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def symbols(self) -> set[str]:
+        return {r.symbol for r in self.rules}
+
+    def evaluate(self, ctx: MatchContext) -> list[Hit]:
+        """Every rule that fires, simple rules first, then composites (in dependency order)."""
+        fired: set[str] = set()
+        hits: list[Hit] = []
+        pending = list(self.rules)
+        for _ in range(len(pending) + 1):
+            progress = False
+            rest: list[Rule] = []
+            for rule in pending:
+                if rule.requires and not all(s in fired or s not in self.symbols for s in rule.requires):
+                    rest.append(rule)
+                    continue
+                matched = rule.match(ctx, fired)
+                if matched is not None:
+                    fired.add(rule.symbol)
+                    hits.append(Hit(rule.symbol, rule.weight, rule.description, matched, rule.force))
+                progress = True
+            pending = rest
+            if not pending or not progress:
+                break
+        return hits
+
+
+def word_pattern(word: str, inflect: bool) -> str:
+    """A whole-word regex for ``word``: ``*`` is any ending; Dutch endings are optional."""
+    word = word.strip().lower()
+    star = word.endswith("*")
+    core = word.rstrip("*")
+    parts = [re.escape(p).replace(r"\*", r"\w*") for p in core.split()]
+    body = r"\s+".join(parts)
+    if star:
+        body += r"\w*"
+    elif inflect:
+        body += DUTCH_ENDINGS
+    return rf"(?<!\w){body}(?!\w)"
+
+
+def phrase_pattern(phrase: str) -> str:
+    parts = [re.escape(p) for p in phrase.strip().lower().split()]
+    return r"(?<!\w)" + r"[\s,]+".join(parts) + r"(?!\w)"
+
+
+def redos_risk(pattern: str) -> bool:
+    """True for the classic catastrophic shapes: a quantified group containing a quantifier."""
+    return bool(_NESTED_QUANTIFIER.search(pattern))
+
+
+def _strings(doc: TomlDoc, key: KeyPath, value: Any, problems: list[Problem]) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.append(doc.problem(key, "expected an array of strings"))
+        return []
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            problems.append(doc.problem((*key, i), "expected a non-empty string"))
+        else:
+            out.append(item)
+    return out
+
+
+def _compile(doc: TomlDoc, key: KeyPath, pattern: str, problems: list[Problem]) -> re.Pattern[str] | None:
+    try:
+        rx = re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        problems.append(doc.problem(key, f"regular expression does not compile: {exc}"))
+        return None
+    if redos_risk(pattern):
+        problems.append(doc.problem(key, "regular expression has a nested quantifier and can backtrack "
+                                    "catastrophically; rewrite it without (x+)+ shapes"))
+        return None
+    return rx
+
+
+def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) -> Rule | None:
+    if not isinstance(table, dict):
+        problems.append(doc.problem(key, "expected a table"))
+        return None
+    before = len(problems)
+    symbol = table.get("symbol")
+    label = f"{tomlfile.dotted(key)}"
+    if isinstance(symbol, str):
+        label = f"{label}({symbol})"
+    def p(sub: str, msg: str, at: KeyPath | None = None) -> None:
+        line = doc.line_of(at if at is not None else (*key, sub))
+        problems.append(Problem(doc.path, line, f"{label}.{sub}" if sub else label, msg))
+
+    for name in table:
+        if name not in RULE_KEYS:
+            p(name, f"unknown key (known: {', '.join(sorted(RULE_KEYS))})")
+    if not isinstance(symbol, str) or not SYMBOL.match(symbol):
+        p("symbol", f"expected an UPPER_SNAKE name such as CROWD_AT_TOWN_HALL, got {symbol!r}")
+    description = table.get("description")
+    if not isinstance(description, str) or not description.strip():
+        p("description", "expected a non-empty string a contact person can read")
+    weight = table.get("weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        p("weight", f"expected a number, got {weight!r}")
+        weight = 0.0
+    elif not WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]:
+        p("weight", f"must be between {WEIGHT_RANGE[0]:g} and {WEIGHT_RANGE[1]:g}, got {weight}")
+    scope = table.get("scope", "text")
+    if scope not in SCOPES:
+        p("scope", f"expected one of {', '.join(SCOPES)}, got {scope!r}")
+    force = table.get("force")
+    if force is not None and force not in FORCES:
+        p("force", f'expected "acute" or "preparation", got {force!r}')
+    inflect = table.get("inflect", True)
+    if not isinstance(inflect, bool):
+        p("inflect", "expected true or false")
+        inflect = True
+
+    alternatives: list[str] = []
+    for i, word in enumerate(_strings(doc, (*key, "words"), table.get("words"), problems)):
+        if not _WORD_CHARS.match(word):
+            p(f"words[{i}]", f"{word!r} is not a plain word; put patterns in regex", (*key, "words"))
+            continue
+        alternatives.append(word_pattern(word, inflect))
+    for phrase in _strings(doc, (*key, "phrases"), table.get("phrases"), problems):
+        alternatives.append(phrase_pattern(phrase))
+    for i, rx in enumerate(_strings(doc, (*key, "regex"), table.get("regex"), problems)):
+        if _compile(doc, (*key, "regex", i), rx, problems) is not None:
+            alternatives.append(f"(?:{rx})")
+    headers: list[tuple[str, re.Pattern[str]]] = []
+    raw_headers = table.get("headers", {})
+    if not isinstance(raw_headers, dict):
+        p("headers", "expected a table of header name = regex")
+    else:
+        for name, rx in raw_headers.items():
+            if not isinstance(rx, str):
+                p(f"headers.{name}", "expected a regex string")
+                continue
+            compiled = _compile(doc, (*key, "headers", name), rx, problems)
+            if compiled is not None:
+                headers.append((name.lower(), compiled))
+    domains = [d.lower().lstrip("@") for d in _strings(doc, (*key, "sender_domains"), table.get("sender_domains"), problems)]
+    requires = _strings(doc, (*key, "requires"), table.get("requires"), problems)
+    if not (alternatives or headers or domains or requires) and len(problems) == before:
+        p("", "has no matcher: give words, phrases, regex, headers, sender_domains or requires", key)
+    if len(problems) != before:
+        return None
+    pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+    return Rule(str(symbol), str(description).strip(), float(weight), str(scope), pattern, tuple(headers),
+                tuple(domains), tuple(requires), force, f"{doc.path}:{doc.line_of(key) or 0}")
+
+
+def content_hash(files: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for path in sorted(files, key=lambda f: f.name):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def rule_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.toml") if p.is_file())
+
+
+def parse_rule_docs(docs: Sequence[TomlDoc], problems: list[Problem]) -> list[Rule]:
+    rules: list[Rule] = []
+    seen: dict[str, str] = {}
+    for doc in docs:
+        tables = doc.data.get("rule", [])
+        if not isinstance(tables, list):
+            problems.append(doc.problem(("rule",), "expected [[rule]] tables"))
+            continue
+        for i, table in enumerate(tables):
+            rule = parse_rule(doc, ("rule", i), table, problems)
+            if rule is None:
+                continue
+            if rule.symbol in seen:
+                problems.append(Problem(doc.path, doc.line_of(("rule", i, "symbol")), f"rule[{i}]({rule.symbol}).symbol",
+                                        f"duplicate symbol; already defined at {seen[rule.symbol]}"))
+                continue
+            seen[rule.symbol] = rule.source
+            rules.append(rule)
+    symbols = {r.symbol for r in rules}
+    for rule in rules:
+        for req in rule.requires:
+            if req not in symbols:
+                file, _, line = rule.source.rpartition(":")
+                problems.append(Problem(file, int(line) or None, f"rule({rule.symbol}).requires",
+                                        f"unknown symbol {req}"))
+    return rules
+
+
+def load_rules(directory: Path, *, only: Iterable[str] | None = None) -> RuleSet:
+    """Load every ``*.toml`` in ``directory`` holding ``[[rule]]`` tables; raise on any problem."""
+    if not directory.is_dir():
+        raise ConfigError([Problem(str(directory), None, "", "rules directory not found")])
+    files = [f for f in rule_files(directory) if only is None or f.name in set(only)]
+    problems: list[Problem] = []
+    docs: list[TomlDoc] = []
+    for path in files:
+        try:
+            doc = tomlfile.load(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if "rule" in doc.data:
+            docs.append(doc)
+    rules = parse_rule_docs(docs, problems)
+    if problems:
+        raise ConfigError(problems)
+    return RuleSet(tuple(rules), content_hash(files), tuple(str(f) for f in files))

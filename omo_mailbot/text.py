@@ -1,0 +1,200 @@
+"""What the sender wrote *now*: the new text of a mail, apart from its history.
+
+Quoted replies, reply headers ("Op ... schreef ...:", Outlook's "Van:/Verzonden:"
+blocks), signatures and legal disclaimers are split off before classifying, and
+kept for the record. A forward is different: when someone forwards a mail to us,
+the forwarded mail *is* the question, so its text counts (without its header
+block). HTML-only mail is turned into text with inscriptis (the only importer).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .mail import ParsedMail
+
+MAX_HTML_CHARS = 400_000
+MAX_TEXT_CHARS = 20_000
+
+# A line that starts the history of a reply.
+_REPLY_HEADER = re.compile(
+    r"^\s*(?:"
+    r"op\s.{3,120}?\s(?:schreef|heeft\s.{0,80}?geschreven)(?:\s.{0,160})?|"
+    r"on\s.{3,120}?\swrote(?:\s.{0,160})?|"
+    r"am\s.{3,120}?\sschrieb(?:\s.{0,160})?|"
+    r"le\s.{3,120}?\sa\sécrit(?:\s.{0,160})?"
+    r")\s*:\s*$",
+    re.IGNORECASE,
+)
+# Two-line variant: "Op di 3 nov. 2026 om 14:02 schreef Jan" / "<jan@x.nl>:"
+_REPLY_HEADER_START = re.compile(r"^\s*(?:op|on)\s.{3,120}$", re.IGNORECASE)
+_REPLY_HEADER_END = re.compile(r"(?:schreef|wrote|geschreven)\s*:?\s*$|^\s*<[^>]+>\s*(?:schreef|wrote)?\s*:\s*$", re.IGNORECASE)
+
+_SEPARATORS_REPLY = re.compile(
+    r"^\s*-{2,}\s*(?:oorspronkelijk bericht|original message|origineel bericht|ursprüngliche nachricht)\s*-{2,}\s*$",
+    re.IGNORECASE,
+)
+_SEPARATORS_FORWARD = re.compile(
+    r"^\s*(?:-{2,}\s*(?:doorgestuurd bericht|forwarded message|doorgestuurde e-?mail)\s*-{2,}|"
+    r"begin (?:doorgestuurd bericht|forwarded message)\s*:|"
+    r"(?:doorgestuurd bericht|forwarded message)\s*:)\s*$",
+    re.IGNORECASE,
+)
+_OUTLOOK_FIELD = re.compile(
+    r"^\s*\**\s*(van|from|verzonden|sent|datum|date|aan|to|cc|onderwerp|subject|beantwoorden|reply-to)\s*\**\s*:",
+    re.IGNORECASE,
+)
+_SIGNATURE = re.compile(
+    r"^\s*(?:-- ?|__+|"
+    r"verzonden (?:vanaf|met|vanuit) .{0,40}|verstuurd (?:vanaf|met|vanuit) .{0,40}|sent from my .{0,40}|"
+    r"get outlook for .{0,30}|outlook voor .{0,30} downloaden)\s*$",
+    re.IGNORECASE,
+)
+_CLOSING = re.compile(
+    r"^\s*(?:met\s+)?(?:vriendelijke|hartelijke|collegiale|beste|warme)\s+groet(?:en)?\s*,?\s*$|"
+    r"^\s*(?:mvg|m\.v\.g\.|groet(?:en|jes)?|gr\.?|hartelijke dank(?: alvast)?|alvast bedankt|"
+    r"(?:kind|best|warm)\s+regards|regards|best wishes|cheers|sincerely|yours sincerely|hoogachtend)\s*,?\s*$",
+    re.IGNORECASE,
+)
+_DISCLAIMER = re.compile(
+    r"^\s*(?:disclaimer\b|dit (?:e-?mail)?bericht (?:is|kan|bevat)|de informatie (?:in|verzonden met) dit|"
+    r"this (?:e-?mail|message)(?: and any attachments?)? (?:is|may|contains)|"
+    r"aan dit bericht kunnen geen rechten|no rights can be derived|"
+    r"indien (?:u )?dit bericht (?:ten onrechte|niet voor u)|if you (?:are not|have received) )",
+    re.IGNORECASE,
+)
+_FWD_SUBJECT = re.compile(r"^\s*(?:fwd?|fw|doorst|tr|wg)\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SplitText:
+    """The new text and what was split off, in reading order."""
+
+    new: str
+    quoted: str = ""
+    signature: str = ""
+    is_forward: bool = False
+
+    @property
+    def stripped(self) -> str:
+        return "\n".join(p for p in (self.signature, self.quoted) if p)
+
+
+def html_to_text(html: str) -> str:
+    from inscriptis import get_text
+
+    try:
+        return str(get_text(html[:MAX_HTML_CHARS]))
+    except Exception:  # inscriptis/lxml on hostile markup: fall back to tag removal
+        return re.sub(r"<[^>]+>", " ", html[:MAX_HTML_CHARS])
+
+
+def body_text(mail: ParsedMail) -> str:
+    """The readable body: text/plain, or the HTML part rendered as text."""
+    text = mail.text_plain
+    if not text.strip() and mail.text_html.strip():
+        text = html_to_text(mail.text_html)
+    return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT_CHARS]
+
+
+def _outlook_block_at(lines: list[str], i: int) -> int:
+    """If an Outlook-style header block starts at line i, return its length, else 0."""
+    fields: set[str] = set()
+    j = i
+    while j < len(lines) and j < i + 8:
+        m = _OUTLOOK_FIELD.match(lines[j])
+        if m:
+            fields.add(m.group(1).lower())
+            j += 1
+        elif not lines[j].strip() and j > i:
+            break
+        elif j > i and fields:
+            j += 1  # a wrapped value line
+        else:
+            break
+    has_from = bool(fields & {"van", "from"})
+    has_other = len(fields & {"verzonden", "sent", "datum", "date", "aan", "to", "onderwerp", "subject"}) >= 2
+    return j - i if has_from and has_other else 0
+
+
+def _history_start(lines: list[str]) -> tuple[int, str, int]:
+    """(line index, kind 'reply'|'forward'|'quote', header length) of the first history marker."""
+    for i, line in enumerate(lines):
+        if _SEPARATORS_FORWARD.match(line):
+            return i, "forward", 1
+        if _SEPARATORS_REPLY.match(line):
+            return i, "reply", 1
+        if _REPLY_HEADER.match(line):
+            return i, "reply", 1
+        if (
+            i + 1 < len(lines)
+            and _REPLY_HEADER_START.match(line)
+            and _REPLY_HEADER_END.search(lines[i + 1])
+            and len(line) < 160
+        ):
+            return i, "reply", 2
+        block = _outlook_block_at(lines, i)
+        if block:
+            return i, "outlook", block
+        if line.lstrip().startswith(">") and any(x.strip() for x in lines[i:]):
+            # a run of quoted lines; inline replies below it are rare in this mailbox
+            return i, "quote", 0
+    return len(lines), "", 0
+
+
+def _cut_signature(lines: list[str]) -> tuple[list[str], list[str]]:
+    for i, line in enumerate(lines):
+        if i == 0:
+            continue
+        if _SIGNATURE.match(line) or _CLOSING.match(line) or _DISCLAIMER.match(line):
+            return lines[:i], lines[i:]
+    return lines, []
+
+
+def _strip_outlook_headers(lines: list[str]) -> list[str]:
+    i = 0
+    while i < len(lines) and (not lines[i].strip() or _OUTLOOK_FIELD.match(lines[i])):
+        i += 1
+    return lines[i:]
+
+
+def split_text(text: str, subject: str = "", depth: int = 0) -> SplitText:
+    """Split ``text`` into the new text and the history below it."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    start, kind, header_len = _history_start(lines)
+    own, history = lines[:start], lines[start:]
+    own, signature = _cut_signature(own)
+    forwarded = kind == "forward" or (kind == "outlook" and bool(_FWD_SUBJECT.match(subject)))
+    new = "\n".join(own).strip()
+    if forwarded and depth < 3:
+        inner = _strip_outlook_headers(history[header_len:])
+        inner_split = split_text("\n".join(inner), "", depth + 1)
+        new = (new + "\n\n" + inner_split.new).strip()
+        quoted = inner_split.quoted
+        sig = "\n".join([*signature, inner_split.signature]).strip()
+        return SplitText(new, quoted, sig, True)
+    return SplitText(new, "\n".join(history).strip(), "\n".join(signature).strip(), False)
+
+
+def new_text(mail: ParsedMail) -> SplitText:
+    return split_text(body_text(mail), mail.subject)
+
+
+_NL_WORDS = frozenset(
+    "de het een en van ik je u wij we is zijn niet op te dat die voor met er maar ook bij naar "
+    "heeft hebben wordt worden graag kunt uw onze ons deze dit wat gemeente vandaag morgen".split()
+)
+_EN_WORDS = frozenset(
+    "the a an and of i you we is are not on to that this for with there but also at have has "
+    "be will would please could can our your today tomorrow council municipality".split()
+)
+_WORD = re.compile(r"[a-zà-ÿ]+")
+
+
+def language(text: str) -> str:
+    """'en' when the text reads as English, else 'nl' (the default of this mailbox)."""
+    words = _WORD.findall(text.lower()[:4000])
+    nl = sum(w in _NL_WORDS for w in words)
+    en = sum(w in _EN_WORDS for w in words)
+    return "en" if en > nl * 1.2 and en >= 3 else "nl"

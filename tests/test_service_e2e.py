@@ -1,0 +1,166 @@
+"""The walking skeleton against real servers: Dovecot in, aiosmtpd out."""
+
+from __future__ import annotations
+
+import email
+import threading
+import time
+from email import policy
+
+import pytest
+from sqlalchemy import func, select
+
+from omo_mailbot.models import Case, Message, OutboxMail, Verdict
+from omo_mailbot.service import ServiceState, build_service
+
+from . import mails
+
+pytestmark = pytest.mark.integration
+
+
+def _append(dovecot, user, raw: bytes) -> None:
+    c = dovecot.client(user)
+    c.append("INBOX", raw)
+    c.logout()
+
+
+def _flags(dovecot, user) -> dict[int, tuple[bytes, ...]]:
+    c = dovecot.client(user)
+    c.select_folder("INBOX", readonly=True)
+    flags = c.get_flags(c.search("ALL"))
+    c.logout()
+    return flags
+
+
+def _count(service, model, *where) -> int:
+    with service.sessions() as s:
+        return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+def test_acute_mail_gets_exactly_one_reply_with_guidance_and_rfc3834_headers(dovecot, mailbox_user, smtp_sink, make_config):
+    original = mails.acute()
+    _append(dovecot, mailbox_user, original)
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    service.run_once()
+
+    replies = [m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]
+    assert len(replies) == 1
+    reply = email.message_from_bytes(replies[0].content, policy=policy.default)
+    assert replies[0].mail_from == "<>"  # the null envelope sender of RFC 3834 (MAIL FROM:<>)
+    assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["X-Auto-Response-Suppress"] == "All"
+    assert reply["Precedence"] == "bulk"
+    source = email.message_from_bytes(original, policy=policy.default)
+    assert reply["In-Reply-To"].strip() == source["Message-ID"].strip()
+    assert source["Message-ID"] in reply["References"]
+    assert reply["Message-ID"].endswith("@minbzk.nl>")
+    text = reply.get_body(("plain",)).get_content()
+    assert "070-3738080" in text and "06-29401416" in text
+    assert "crisisstructuur" in text
+    assert "OMO-" in reply["Subject"]
+    # the duty alert went out too, marked as machine mail
+    alerts = [m for m in smtp_sink.messages if "dienst@omo.example" in m.rcpt_tos]
+    assert len(alerts) == 1
+    assert email.message_from_bytes(alerts[0].content)["Auto-Submitted"] == "auto-generated"
+    assert _count(service, OutboxMail, OutboxMail.status == "sent") == 2
+    engine.dispose()
+
+
+def test_preparation_mail_gets_no_reply_and_is_queued_as_a_case(dovecot, mailbox_user, smtp_sink, make_config):
+    _append(dovecot, mailbox_user, mails.preparation())
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    service.run_once()
+    assert smtp_sink.messages == []
+    with service.sessions() as s:
+        case = s.execute(select(Case)).scalar_one()
+        verdict = s.execute(select(Verdict)).scalar_one()
+    assert case.label == "preparation" and case.status == "new" and case.reference.startswith("OMO-")
+    assert verdict.label == "preparation" and verdict.auto_reply is False
+    assert verdict.hits and verdict.rules_hash and verdict.model_version
+    engine.dispose()
+
+
+def test_mail_is_read_without_setting_seen_and_marked_only_after_commit(dovecot, mailbox_user, smtp_sink, make_config):
+    _append(dovecot, mailbox_user, mails.preparation())
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    service.run_once()
+    (flags,) = _flags(dovecot, mailbox_user).values()
+    assert b"\\Seen" not in flags
+    assert cfg.imap.processed_keyword.encode() in flags
+    engine.dispose()
+
+
+def test_running_twice_processes_nothing_twice(dovecot, mailbox_user, smtp_sink, make_config):
+    for raw in (mails.acute(), mails.preparation()):
+        _append(dovecot, mailbox_user, raw)
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    for _ in range(2):
+        service, engine = build_service(cfg)
+        service.run_once()
+        engine.dispose()
+    assert _count(service, Message) == 2
+    assert _count(service, Verdict) == 2
+    assert _count(service, Case) == 2
+    assert len(smtp_sink.messages) == 2  # one reply + one duty alert, once
+
+
+def test_broken_mail_is_stored_with_its_error_and_the_next_mail_is_still_processed(dovecot, mailbox_user, smtp_sink, make_config):
+    _append(dovecot, mailbox_user, mails.BROKEN)
+    _append(dovecot, mailbox_user, b"\x00\x01 not a mail at all \xff")
+    _append(dovecot, mailbox_user, mails.acute())
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    service.run_once()
+    with service.sessions() as s:
+        rows = s.execute(select(Message).order_by(Message.uid)).scalars().all()
+        cases = {c.id: c for c in s.execute(select(Case)).scalars()}
+    assert len(rows) == 3
+    assert all(r.raw for r in rows)  # nothing dropped
+    broken, garbage, good = rows
+    assert cases[broken.case_id].needs_human
+    assert garbage.status == "parse_failed" and garbage.error
+    assert cases[garbage.case_id].needs_human
+    assert good.status == "decided"
+    assert any("els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos for m in smtp_sink.messages)
+    engine.dispose()
+
+
+def test_mail_appended_during_idle_is_answered_without_waiting_for_a_poll(dovecot, mailbox_user, smtp_sink, make_config):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)  # poll interval 600 s
+    state = ServiceState()
+    service, engine = build_service(cfg, state=state)
+    runner = threading.Thread(target=service.run_forever, daemon=True)
+    runner.start()
+    try:
+        time.sleep(1.0)  # let it reach IDLE
+        start = time.perf_counter()
+        _append(dovecot, mailbox_user, mails.acute())
+        assert smtp_sink.wait_for(
+            lambda msgs: any("els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos for m in msgs), timeout=10)
+        latency = next(m.at for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos) - start
+        assert latency < 10
+    finally:
+        state.stop.set()
+        state.outbox_wake.set()
+        runner.join(timeout=10)
+    assert not runner.is_alive(), "the service did not stop within 10 s"
+    engine.dispose()
+
+
+def test_uidvalidity_change_rescans_without_duplicates(dovecot, mailbox_user, smtp_sink, make_config):
+    _append(dovecot, mailbox_user, mails.preparation())
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    service.run_once()
+    with service.sessions.begin() as s:  # pretend the server renumbered the folder
+        from omo_mailbot.models import MailboxCursor
+
+        s.execute(MailboxCursor.__table__.update().values(uidvalidity=1))
+    _append(dovecot, mailbox_user, mails.acute())
+    service.run_once()
+    assert _count(service, Message) == 2
+    assert _count(service, Case) == 2
+    engine.dispose()
