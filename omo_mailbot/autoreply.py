@@ -49,21 +49,32 @@ def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thr
     recipient = recipient.lower()
 
     def count(since: timedelta, *conditions: Any) -> int:
-        stmt = select(func.count(OutboxMail.id)).where(OutboxMail.kind == "auto_reply",
-                                                      OutboxMail.created_at >= now - since, *conditions)
+        stmt = select(func.count(OutboxMail.id)).where(
+            OutboxMail.kind == "auto_reply", OutboxMail.created_at >= now - since, *conditions
+        )
         return int(session.execute(stmt).scalar_one())
 
-    if thread and count(timedelta(hours=cfg.per_thread_window_hours), OutboxMail.recipient == recipient,
-                        OutboxMail.thread_key == thread) >= cfg.per_thread_max:
+    if (
+        thread
+        and count(
+            timedelta(hours=cfg.per_thread_window_hours),
+            OutboxMail.recipient == recipient,
+            OutboxMail.thread_key == thread,
+        )
+        >= cfg.per_thread_max
+    ):
         return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
     if count(timedelta(hours=cfg.per_sender_window_hours), OutboxMail.recipient == recipient) >= cfg.per_sender_max:
-        return (f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
-                f"{cfg.per_sender_window_hours:g} h")
+        return (
+            f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
+            f"{cfg.per_sender_window_hours:g} h"
+        )
     if count(timedelta(hours=1)) >= cfg.global_max_per_hour:
         return f"circuit-breaker: {cfg.global_max_per_hour} auto-replies in the last hour"
     bounced = session.execute(
-        select(func.count(Bounce.id)).where(Bounce.address == recipient,
-                                            Bounce.at >= now - timedelta(days=cfg.bounce_block_days))
+        select(func.count(Bounce.id)).where(
+            Bounce.address == recipient, Bounce.at >= now - timedelta(days=cfg.bounce_block_days)
+        )
     ).scalar_one()
     if bounced:
         return f"hard-bounce: this address bounced in the last {cfg.bounce_block_days} days"
@@ -78,11 +89,24 @@ def _subject(original: str, reference: str, lang: str) -> str:
     return (prefix + base)[:250]
 
 
-def build_reply(templates: Templates, smtp: SmtpConfig, ar: AutoReplyConfig, mail: ParsedMail, decision: Decision,
-                recipient: Address, reference: str, next_working_day: str, now: datetime) -> tuple[bytes, str]:
+def build_reply(
+    templates: Templates,
+    smtp: SmtpConfig,
+    ar: AutoReplyConfig,
+    mail: ParsedMail,
+    decision: Decision,
+    recipient: Address,
+    reference: str,
+    next_working_day: str,
+    now: datetime,
+) -> tuple[bytes, str]:
     lang = "en" if decision.language == "en" else "nl"
-    context = {"name": recipient.name, "reference": reference, "next_working_day": next_working_day,
-               "our_address": smtp.from_address}
+    context = {
+        "name": recipient.name,
+        "reference": reference,
+        "next_working_day": next_working_day,
+        "our_address": smtp.from_address,
+    }
     msg = EmailMessage()
     message_id = new_message_id(REPLY_PREFIX, smtp.message_id_domain)
     msg["From"] = formataddr((smtp.from_name, smtp.from_address))
@@ -103,15 +127,35 @@ def build_reply(templates: Templates, smtp: SmtpConfig, ar: AutoReplyConfig, mai
     return msg.as_bytes(policy=SMTP), message_id
 
 
-def build_duty_alert(templates: Templates, smtp: SmtpConfig, ar: AutoReplyConfig, mail: ParsedMail,
-                     decision: Decision, to: str, reference: str, sent: str, now: datetime) -> tuple[bytes, str]:
+def build_duty_alert(
+    templates: Templates,
+    smtp: SmtpConfig,
+    ar: AutoReplyConfig,
+    mail: ParsedMail,
+    decision: Decision,
+    to: str,
+    reference: str,
+    sent: str,
+    now: datetime,
+) -> tuple[bytes, str]:
     sender = mail.from_.addr if mail.from_ else "(onbekend)"
-    hits = [{"symbol": h.symbol, "weight": h.weight, "description": h.description, "matched": list(h.matched)}
-            for h in decision.hits if h.weight > 0]
+    hits = [
+        {"symbol": h.symbol, "weight": h.weight, "description": h.description, "matched": list(h.matched)}
+        for h in decision.hits
+        if h.weight > 0
+    ]
     excerpt = "\n".join(decision.text.new.splitlines()[:12])[:1200]
-    context = {"reference": reference, "received": format_datetime(now), "sender": sender,
-               "subject": mail.subject or "(geen onderwerp)", "score": decision.score,
-               "threshold": decision.threshold, "hits": hits, "sent": sent, "excerpt": excerpt}
+    context = {
+        "reference": reference,
+        "received": format_datetime(now),
+        "sender": sender,
+        "subject": mail.subject or "(geen onderwerp)",
+        "score": decision.score,
+        "threshold": decision.threshold,
+        "hits": hits,
+        "sent": sent,
+        "excerpt": excerpt,
+    }
     msg = EmailMessage()
     message_id = new_message_id(ALERT_PREFIX, smtp.message_id_domain)
     msg["From"] = formataddr((smtp.from_name, smtp.from_address))

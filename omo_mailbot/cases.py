@@ -52,7 +52,9 @@ def find_thread_case(session: Session, mail: ParsedMail) -> Case | None:
         ).scalar_one_or_none()
         if case_id is None:
             case_id = session.execute(
-                select(OutboxMail.case_id).where(OutboxMail.message_id_header.in_(ids), OutboxMail.case_id.is_not(None)).limit(1)
+                select(OutboxMail.case_id)
+                .where(OutboxMail.message_id_header.in_(ids), OutboxMail.case_id.is_not(None))
+                .limit(1)
             ).scalar_one_or_none()
         if case_id is not None:
             return session.get(Case, case_id)
@@ -63,13 +65,28 @@ def find_thread_case(session: Session, mail: ParsedMail) -> Case | None:
     return None
 
 
-def open_case(session: Session, *, label: str, subject: str | None, requester: str | None, now: datetime,
-              topics: list[str] | None = None, needs_human_reason: str | None = None) -> Case:
+def open_case(
+    session: Session,
+    *,
+    label: str,
+    subject: str | None,
+    requester: str | None,
+    now: datetime,
+    topics: list[str] | None = None,
+    needs_human_reason: str | None = None,
+) -> Case:
     case = Case(
-        reference=next_reference(session, now.year), status="new", label=label,
-        needs_human=needs_human_reason is not None, needs_human_reason=needs_human_reason,
-        topics=topics or [], subject=subject, requester=requester,
-        created_at=now, updated_at=now, last_action_at=now,
+        reference=next_reference(session, now.year),
+        status="new",
+        label=label,
+        needs_human=needs_human_reason is not None,
+        needs_human_reason=needs_human_reason,
+        topics=topics or [],
+        subject=subject,
+        requester=requester,
+        created_at=now,
+        updated_at=now,
+        last_action_at=now,
     )
     session.add(case)
     session.flush()

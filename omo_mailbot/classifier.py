@@ -70,10 +70,29 @@ def data_hash(texts: Sequence[str], labels: Sequence[str]) -> str:
 def build_pipeline(c: float = 4.0) -> Pipeline:
     features = FeatureUnion(
         [
-            ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True,
-                                      token_pattern=r"(?u)\b\w\w+\b", max_features=40000, dtype=np.float64)),
-            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True,
-                                      max_features=60000, dtype=np.float64)),
+            (
+                "words",
+                TfidfVectorizer(
+                    analyzer="word",
+                    ngram_range=(1, 2),
+                    min_df=1,
+                    sublinear_tf=True,
+                    token_pattern=r"(?u)\b\w\w+\b",
+                    max_features=40000,
+                    dtype=np.float64,
+                ),
+            ),
+            (
+                "chars",
+                TfidfVectorizer(
+                    analyzer="char_wb",
+                    ngram_range=(2, 5),
+                    min_df=2,
+                    sublinear_tf=True,
+                    max_features=60000,
+                    dtype=np.float64,
+                ),
+            ),
         ]
     )
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
@@ -119,8 +138,9 @@ class TrainedModel:
         return list(cached)
 
 
-def train(texts: Sequence[str], labels: Sequence[str], *, c: float = 4.0, cv: int = 5,
-          now: datetime | None = None) -> TrainedModel:
+def train(
+    texts: Sequence[str], labels: Sequence[str], *, c: float = 4.0, cv: int = 5, now: datetime | None = None
+) -> TrainedModel:
     if len(set(labels)) < 2:
         raise ModelError("training needs examples of both labels (acute and preparation)")
     folds = max(2, min(cv, min(list(labels).count(lab) for lab in set(labels))))
@@ -180,8 +200,7 @@ def load(path: Path, *, expected_data_hash: str | None = None) -> TrainedModel:
         raise ModelError(f"model file {path} is corrupt ({type(exc).__name__}); {hint}") from None
     unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if unknown:
-        raise ModelError(f"model file {path} contains types this version does not trust: "
-                         f"{', '.join(unknown)}; {hint}")
+        raise ModelError(f"model file {path} contains types this version does not trust: {', '.join(unknown)}; {hint}")
     try:
         payload = sio.load(path, trusted=sorted(set(untrusted)))
         meta = json.loads(payload["meta_json"])
@@ -193,9 +212,10 @@ def load(path: Path, *, expected_data_hash: str | None = None) -> TrainedModel:
     if meta.get("format") != FORMAT:
         raise ModelError(f"model file {path} has format {meta.get('format')}, this version reads {FORMAT}; {hint}")
     if meta.get("sklearn") != sklearn.__version__:
-        raise ModelError(f"model file {path} was trained with scikit-learn {meta.get('sklearn')}, "
-                         f"this installation has {sklearn.__version__}; {hint}")
+        raise ModelError(
+            f"model file {path} was trained with scikit-learn {meta.get('sklearn')}, "
+            f"this installation has {sklearn.__version__}; {hint}"
+        )
     if expected_data_hash is not None and meta.get("data_hash") != expected_data_hash:
-        raise ModelError(f"model file {path} was trained on other data than the current corpus and "
-                         f"relabels; {hint}")
+        raise ModelError(f"model file {path} was trained on other data than the current corpus and relabels; {hint}")
     return TrainedModel(estimator, meta)

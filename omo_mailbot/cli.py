@@ -9,6 +9,7 @@ configuration error, 3 the mailbox refused us, 4 another instance runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -31,6 +32,9 @@ from .errors import (
 
 log = logging.getLogger("omo_mailbot")
 Handler = Callable[[argparse.Namespace, Config], int]
+# Modules that add subcommands: each has register(sub, rules_sub) adding parsers whose
+# defaults set func (a Handler) and needs_config (whether --config must exist).
+EXTENSIONS = ("cmd_cases", "cmd_operators", "cmd_ops")
 
 
 def _config(args: argparse.Namespace, *, required: bool) -> Config:
@@ -43,6 +47,7 @@ def _config(args: argparse.Namespace, *, required: bool) -> Config:
 
 # --- commands ---------------------------------------------------------------
 
+
 def cmd_db(args: argparse.Namespace, cfg: Config) -> int:
     if args.action == "upgrade":
         db.upgrade(cfg.database.url)
@@ -50,7 +55,10 @@ def cmd_db(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     engine = db.make_engine(cfg.database.url)
     current, head = db.current_revision(engine), db.head_revision(cfg.database.url)
-    print(f"current: {current or '(empty)'}  head: {head}" + ("" if current == head else "  -> run `omo-mailbot db upgrade`"))
+    print(
+        f"current: {current or '(empty)'}  head: {head}"
+        + ("" if current == head else "  -> run `omo-mailbot db upgrade`")
+    )
     return 0 if current == head else 1
 
 
@@ -75,8 +83,10 @@ def _print_run_table(outcomes: Sequence[Any], cfg: Config) -> None:
             why = f"  [no reply: {(o.blocked_by or '')[:60]}]"
         elif o.label == "automated":
             why = f"  [{(o.blocked_by or '')[:60]}]"
-        print(f"{o.uid:>4}  {o.status:<12} {o.label or '-':<11} {o.case_reference or '-':<13} "
-              f"{'yes' if o.replied else '-':<5}  {subject}{why}")
+        print(
+            f"{o.uid:>4}  {o.status:<12} {o.label or '-':<11} {o.case_reference or '-':<13} "
+            f"{'yes' if o.replied else '-':<5}  {subject}{why}"
+        )
     counts: dict[str, int] = {}
     for o in outcomes:
         key = o.label or o.status
@@ -130,9 +140,16 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
 
         _, sessions = open_database(cfg)
         with sessions() as s:
-            row = s.execute(select(Message).where((Message.message_id_header == args.message_id) |
-                                                  (Message.message_id_header == f"<{args.message_id.strip('<>')}>"))
-                            ).scalars().first()
+            row = (
+                s.execute(
+                    select(Message).where(
+                        (Message.message_id_header == args.message_id)
+                        | (Message.message_id_header == f"<{args.message_id.strip('<>')}>")
+                    )
+                )
+                .scalars()
+                .first()
+            )
             if row is None or row.raw is None:
                 print(f"no stored mail with Message-ID {args.message_id} (or its body was purged)", file=sys.stderr)
                 return 1
@@ -140,9 +157,13 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
             record = explain_mail(decider, parse(row.raw))
             record["path"] = f"stored message {row.id}"
             if stored is not None:
-                record["stored_verdict"] = {"label": stored.label, "score": stored.score, "rules_hash": stored.rules_hash,
-                                            "model_version": stored.model_version,
-                                            "decided_at": stored.decided_at.isoformat()}
+                record["stored_verdict"] = {
+                    "label": stored.label,
+                    "score": stored.score,
+                    "rules_hash": stored.rules_hash,
+                    "model_version": stored.model_version,
+                    "decided_at": stored.decided_at.isoformat(),
+                }
             records.append(record)
     for path in iter_eml([Path(p) for p in args.paths]):
         try:
@@ -162,8 +183,10 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
                 print(render_text(record))
                 if "stored_verdict" in record:
                     sv = record["stored_verdict"]
-                    print(f"   stored:    {sv['label']} (score {sv['score']:+.2f}) at {sv['decided_at']} with rules "
-                          f"{sv['rules_hash'][:12]}, model {sv['model_version']}")
+                    print(
+                        f"   stored:    {sv['label']} (score {sv['score']:+.2f}) at {sv['decided_at']} with rules "
+                        f"{sv['rules_hash'][:12]}, model {sv['model_version']}"
+                    )
     elif args.message_id:
         print(json.dumps(records[0], ensure_ascii=False))
     return 0
@@ -181,8 +204,10 @@ def cmd_train(args: argparse.Namespace, cfg: Config) -> int:
     t0 = time.perf_counter()
     model = train_model(cfg, sessions)
     took = time.perf_counter() - t0
-    print(f"trained on {model.meta['n_train']} mails ({model.meta['n_acute']} acute) in {took:.1f} s; "
-          f"model {model.version} written to {cfg.resolve(cfg.paths.model_file)}")
+    print(
+        f"trained on {model.meta['n_train']} mails ({model.meta['n_acute']} acute) in {took:.1f} s; "
+        f"model {model.version} written to {cfg.resolve(cfg.paths.model_file)}"
+    )
     return 0
 
 
@@ -209,8 +234,17 @@ def cmd_preview_reply(args: argparse.Namespace, cfg: Config) -> int:
         return 0
     now = datetime.now(UTC)
     day = format_day(build_calendar(cfg).next_working_day(now.date()), decision.language)
-    raw, _ = autoreply.build_reply(Templates(cfg.resolve(cfg.paths.templates_dir)), cfg.smtp, cfg.autoreply, mail,
-                                   decision, decision.guard.reply_to, "OMO-0000-0000 (preview)", day, now)
+    raw, _ = autoreply.build_reply(
+        Templates(cfg.resolve(cfg.paths.templates_dir)),
+        cfg.smtp,
+        cfg.autoreply,
+        mail,
+        decision,
+        decision.guard.reply_to,
+        "OMO-0000-0000 (preview)",
+        day,
+        now,
+    )
     sys.stdout.write(raw.decode("utf-8", "replace"))
     return 0
 
@@ -239,6 +273,7 @@ def cmd_rules_check(args: argparse.Namespace, cfg: Config) -> int:
 
 
 # --- parser -----------------------------------------------------------------
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omo-mailbot", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -283,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc = rsub.add_parser("check", help="validate rules, routing and roster files")
     rc.add_argument("dir", nargs="?")
     rc.set_defaults(func=cmd_rules_check, needs_config=False)
+    for module in EXTENSIONS:
+        importlib.import_module(f"omo_mailbot.{module}").register(sub, rsub)
     return p
 
 

@@ -134,9 +134,25 @@ class AutoReplyConfig:
     own_addresses: list[str] = field(default_factory=lambda: ["omo@minbzk.nl"])
     robot_local_parts: list[str] = field(
         default_factory=lambda: [
-            "mailer-daemon", "postmaster", "listserv", "majordomo", "owner-*", "*-owner",
-            "*-request", "*-bounce", "*-bounces", "bounce-*", "bounces", "noreply*", "no-reply*",
-            "no_reply*", "donotreply*", "do-not-reply*", "do_not_reply*", "mailman", "root",
+            "mailer-daemon",
+            "postmaster",
+            "listserv",
+            "majordomo",
+            "owner-*",
+            "*-owner",
+            "*-request",
+            "*-bounce",
+            "*-bounces",
+            "bounce-*",
+            "bounces",
+            "noreply*",
+            "no-reply*",
+            "no_reply*",
+            "donotreply*",
+            "do-not-reply*",
+            "do_not_reply*",
+            "mailman",
+            "root",
         ]
     )
     per_thread_max: int = 1
@@ -179,9 +195,16 @@ class DigestConfig:
     timezone: str = "Europe/Amsterdam"
     holiday_names: list[str] = field(
         default_factory=lambda: [
-            "Nieuwjaarsdag", "Eerste paasdag", "Tweede paasdag", "Koningsdag",
-            "Hemelvaartsdag", "Eerste pinksterdag", "Tweede pinksterdag",
-            "Eerste kerstdag", "Tweede kerstdag", "Bevrijdingsdag",
+            "Nieuwjaarsdag",
+            "Eerste paasdag",
+            "Tweede paasdag",
+            "Koningsdag",
+            "Hemelvaartsdag",
+            "Eerste pinksterdag",
+            "Tweede pinksterdag",
+            "Eerste kerstdag",
+            "Tweede kerstdag",
+            "Bevrijdingsdag",
         ]
     )
     extra_days_off: list[str] = field(default_factory=list)
@@ -314,11 +337,13 @@ def _build(cls: Any, table: dict[str, Any], doc: TomlDoc, key: KeyPath, problems
 
 def _semantic_checks(cfg: Config, doc: TomlDoc, problems: list[Problem]) -> None:
     if cfg.source.kind == "imap" and not cfg.imap.username:
-        problems.append(doc.problem(("imap", "username"), "required when source.kind is \"imap\""))
+        problems.append(doc.problem(("imap", "username"), 'required when source.kind is "imap"'))
     if not cfg.database.url.startswith(("sqlite:", "postgresql")):
         problems.append(doc.problem(("database", "url"), "expected a sqlite:/// or postgresql+psycopg:// URL"))
     if "@" not in cfg.smtp.from_address:
-        problems.append(doc.problem(("smtp", "from_address"), f"not an e-mail address: {_describe(cfg.smtp.from_address)}"))
+        problems.append(
+            doc.problem(("smtp", "from_address"), f"not an e-mail address: {_describe(cfg.smtp.from_address)}")
+        )
     hh, _, mm = cfg.digest.time.partition(":")
     if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
         problems.append(doc.problem(("digest", "time"), f'expected "HH:MM", got {_describe(cfg.digest.time)}'))
@@ -340,7 +365,7 @@ def config_from_doc(doc: TomlDoc, base_dir: str = ".") -> Config:
     url = cfg.database.url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
         # a relative SQLite path is relative to the config file, like every other path in it
-        absolute = (Path(base_dir) / url[len("sqlite:///"):]).resolve()
+        absolute = (Path(base_dir) / url[len("sqlite:///") :]).resolve()
         cfg = dataclasses.replace(cfg, database=DatabaseConfig(url=f"sqlite:///{absolute}"))
     _semantic_checks(cfg, doc, problems)
     if problems:

@@ -35,7 +35,9 @@ def examples(root: Path) -> list[Example]:
                 name, label, split = row.get("file", ""), row.get("label", ""), row.get("split", "")
                 path = labels.parent / name
                 if label not in LABELS:
-                    problems.append(Problem(str(labels), line, "label", f"expected acute or preparation, got {label!r}"))
+                    problems.append(
+                        Problem(str(labels), line, "label", f"expected acute or preparation, got {label!r}")
+                    )
                 elif split not in ("train", "test"):
                     problems.append(Problem(str(labels), line, "split", f"expected train or test, got {split!r}"))
                 elif not path.is_file():

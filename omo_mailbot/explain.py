@@ -21,8 +21,9 @@ def explain_record(decision: Decision, mail: ParsedMail) -> dict[str, Any]:
         "hits": [h.symbol for h in decision.hits if h.symbol != "MODEL_ACUTE"],
         "contributions": [h.as_dict() for h in decision.hits],
         "forced_by": decision.forced_by,
-        "guard_reasons": [{"code": r.code, "detail": r.detail, "automated": r.automated}
-                          for r in decision.guard.reasons],
+        "guard_reasons": [
+            {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
+        ],
         "reply_to": decision.guard.reply_to.addr if decision.guard.reply_to else None,
         "language": decision.language,
         "top_terms": [{"term": t, "weight": w} for t, w in decision.top_terms],
@@ -60,7 +61,9 @@ def render_text(record: dict[str, Any]) -> str:
         lines.append(f"   auto-reply: yes, to {record['reply_to']}")
     else:
         lines.append(f"   auto-reply: no — {record['auto_reply_blocked_by']}")
-    lines.append(f"   text:      {record['new_text_chars']} chars decided on, {record['stripped_chars']} chars of "
-                 f"quotes/signature set aside" + (" (forward: the forwarded mail counts)" if record["is_forward"] else ""))
+    lines.append(
+        f"   text:      {record['new_text_chars']} chars decided on, {record['stripped_chars']} chars of "
+        f"quotes/signature set aside" + (" (forward: the forwarded mail counts)" if record["is_forward"] else "")
+    )
     lines.append(f"   rules {record['rules_hash'][:12]}  model {record['model_version']}")
     return "\n".join(lines)

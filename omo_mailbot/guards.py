@@ -50,9 +50,25 @@ class Reason:
 
 
 _DEFAULT_ROBOT_LOCAL_PARTS: tuple[str, ...] = (
-    "mailer-daemon", "postmaster", "listserv", "majordomo", "owner-*", "*-owner",
-    "*-request", "*-bounce", "*-bounces", "bounce-*", "bounces", "noreply*", "no-reply*",
-    "no_reply*", "donotreply*", "do-not-reply*", "do_not_reply*", "mailman", "root",
+    "mailer-daemon",
+    "postmaster",
+    "listserv",
+    "majordomo",
+    "owner-*",
+    "*-owner",
+    "*-request",
+    "*-bounce",
+    "*-bounces",
+    "bounce-*",
+    "bounces",
+    "noreply*",
+    "no-reply*",
+    "no_reply*",
+    "donotreply*",
+    "do-not-reply*",
+    "do_not_reply*",
+    "mailman",
+    "root",
 )
 
 # Robot local parts whose mail is machine-written (bounces, list software,
@@ -62,8 +78,19 @@ _DEFAULT_ROBOT_LOCAL_PARTS: tuple[str, ...] = (
 # envelope sender or the reply target) forbids the reply but lets the content
 # decide.
 _MACHINE_LOCAL_PARTS: tuple[str, ...] = (
-    "mailer-daemon", "postmaster", "listserv", "majordomo", "mailman", "root",
-    "owner-*", "*-owner", "*-request", "*-bounce", "*-bounces", "bounce-*", "bounces",
+    "mailer-daemon",
+    "postmaster",
+    "listserv",
+    "majordomo",
+    "mailman",
+    "root",
+    "owner-*",
+    "*-owner",
+    "*-request",
+    "*-bounce",
+    "*-bounces",
+    "bounce-*",
+    "bounces",
 )
 
 
@@ -88,9 +115,7 @@ class GuardPolicy:
         object.__setattr__(self, "auto_reply_msgid_prefix", self.auto_reply_msgid_prefix.lower())
 
     @classmethod
-    def from_config(
-        cls, cfg: AutoReplyConfig, roster_addresses: Iterable[str] = ()
-    ) -> GuardPolicy:
+    def from_config(cls, cfg: AutoReplyConfig, roster_addresses: Iterable[str] = ()) -> GuardPolicy:
         return cls(
             own_addresses=frozenset(cfg.own_addresses),
             roster_addresses=frozenset(roster_addresses),
@@ -127,8 +152,15 @@ _PRECEDENCE_BLOCK = frozenset({"bulk", "list", "junk", "auto_reply"})
 
 # RFC 2369, RFC 2919, RFC 8058; Mailing-List is what Znuny checks (ezmlm and others).
 _LIST_HEADERS = (
-    "list-id", "list-help", "list-subscribe", "list-unsubscribe", "list-unsubscribe-post",
-    "list-post", "list-owner", "list-archive", "mailing-list",
+    "list-id",
+    "list-help",
+    "list-subscribe",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "list-post",
+    "list-owner",
+    "list-archive",
+    "mailing-list",
 )
 
 # Sending-platform markers: they show mail left through a bulk/ESP platform, which
@@ -140,7 +172,11 @@ _ARS_BLOCK = frozenset({"all", "oof", "autoreply", "dr"})
 
 # Present at all -> an auto-responder wrote it (FreeScout, Exim wiki, Discourse).
 _AUTORESPONDER_HEADERS = (
-    "x-autoreply", "x-autorespond", "x-autoresponder", "x-autoresponse", "x-autoreply-from",
+    "x-autoreply",
+    "x-autorespond",
+    "x-autoresponder",
+    "x-autoresponse",
+    "x-autoreply-from",
     "x-mail-autoreply",
 )
 
@@ -167,9 +203,7 @@ _CALENDAR_REPLY_SUBJECT = re.compile(
 _METHOD_PARAM = re.compile(r"(?:^|;)\s*method\s*=\s*\"?([A-Za-z-]+)", re.IGNORECASE)
 
 _DELIVERY_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status"})
-_RECEIPT_PARTS = frozenset(
-    {"message/disposition-notification", "message/global-disposition-notification"}
-)
+_RECEIPT_PARTS = frozenset({"message/disposition-notification", "message/global-disposition-notification"})
 
 _ADDR_TOKEN = re.compile(r"[^\s<>,;:\"'()\[\]]+@[^\s<>,;:\"'()\[\]]+")
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -243,10 +277,7 @@ class _Findings:
         self._automated[code] = self._automated[code] or automated
 
     def reasons(self) -> tuple[Reason, ...]:
-        return tuple(
-            Reason(code, ", ".join(self._details[code]), self._automated[code])
-            for code in self._order
-        )
+        return tuple(Reason(code, ", ".join(self._details[code]), self._automated[code]) for code in self._order)
 
 
 def _reply_target(mail: ParsedMail) -> Address | None:
@@ -267,8 +298,7 @@ def _auto_submitted(mail: ParsedMail, out: _Findings) -> None:
         if token == "no":
             continue
         # auto-generated: alert systems use it for real incidents -> reply blocked only.
-        out.add("auto-submitted", f"Auto-Submitted: {_clip(value) or '(empty)'}",
-                automated=token != "auto-generated")
+        out.add("auto-submitted", f"Auto-Submitted: {_clip(value) or '(empty)'}", automated=token != "auto-generated")
 
 
 def _precedence(mail: ParsedMail, out: _Findings) -> None:
@@ -307,8 +337,7 @@ def _suppress(mail: ParsedMail, out: _Findings) -> None:
     for value in mail.header_all("x-auto-response-suppress"):
         tokens = {t.strip().lower() for t in value.split(",")}
         if tokens & _ARS_BLOCK:
-            out.add("x-auto-response-suppress", f"X-Auto-Response-Suppress: {_clip(value)}",
-                    automated=False)
+            out.add("x-auto-response-suppress", f"X-Auto-Response-Suppress: {_clip(value)}", automated=False)
     for value in mail.header_all("x-ack"):
         if _first_token(value) == "no":
             out.add("no-ack", f"X-Ack: {_clip(value)}", automated=False)
@@ -330,9 +359,11 @@ def _loops(mail: ParsedMail, policy: GuardPolicy, out: _Findings) -> None:
         # Not automated: Outlook puts only the parent's id in References, so a person
         # answering our auto-reply looks exactly like this. We never answer it (one
         # auto-reply per thread), but the content still decides.
-        out.add("reply-to-our-auto-reply",
-                f"every In-Reply-To/References id is one of our auto-replies ({_clip(ids[0])})",
-                automated=False)
+        out.add(
+            "reply-to-our-auto-reply",
+            f"every In-Reply-To/References id is one of our auto-replies ({_clip(ids[0])})",
+            automated=False,
+        )
 
 
 def _vendor(mail: ParsedMail, out: _Findings) -> None:
@@ -350,21 +381,22 @@ def _vendor(mail: ParsedMail, out: _Findings) -> None:
         out.add("vendor-autoreply", "Delivered-To: Autoresponder", automated=True)
     rules_loop = mail.header("x-ms-exchange-inbox-rules-loop")
     suppress_all = any(
-        "all" in {t.strip().lower() for t in v.split(",")}
-        for v in mail.header_all("x-auto-response-suppress")
+        "all" in {t.strip().lower() for t in v.split(",")} for v in mail.header_all("x-auto-response-suppress")
     )
     if rules_loop is not None and suppress_all:
-        out.add("vendor-autoreply",
-                "Exchange out-of-office (X-MS-Exchange-Inbox-Rules-Loop with "
-                "X-Auto-Response-Suppress: All)", automated=True)
+        out.add(
+            "vendor-autoreply",
+            "Exchange out-of-office (X-MS-Exchange-Inbox-Rules-Loop with X-Auto-Response-Suppress: All)",
+            automated=True,
+        )
     source = mail.header("x-ms-exchange-generated-message-source")
     if source is not None:
         human_possible = source.strip().lower() in _EXCHANGE_SOURCE_HUMAN_POSSIBLE
-        out.add("vendor-autoreply", f"X-MS-Exchange-Generated-Message-Source: {_clip(source)}",
-                automated=not human_possible)
+        out.add(
+            "vendor-autoreply", f"X-MS-Exchange-Generated-Message-Source: {_clip(source)}", automated=not human_possible
+        )
     if _OOF_SUBJECT.match(mail.subject):
-        out.add("vendor-autoreply", f"out-of-office subject: {_clip(mail.subject)}",
-                automated=True)
+        out.add("vendor-autoreply", f"out-of-office subject: {_clip(mail.subject)}", automated=True)
 
 
 def _envelope_and_reports(mail: ParsedMail, out: _Findings) -> None:
@@ -378,8 +410,7 @@ def _envelope_and_reports(mail: ParsedMail, out: _Findings) -> None:
         elif kind in ("disposition-notification", "global-disposition-notification"):
             out.add("read-receipt", f"multipart/report; report-type={kind}", automated=True)
         else:
-            out.add("machine-report", f"multipart/report; report-type={kind or '(none)'}",
-                    automated=True)
+            out.add("machine-report", f"multipart/report; report-type={kind or '(none)'}", automated=True)
     elif top in _DELIVERY_PARTS:
         out.add("delivery-report", f"top-level {top}", automated=True)
     elif top in _RECEIPT_PARTS:
@@ -393,13 +424,10 @@ def _calendar(mail: ParsedMail, out: _Findings) -> None:
     if method in _CALENDAR_REPLY_METHODS:
         out.add("calendar-reply", f"text/calendar; method={method.upper()}", automated=True)
     elif method is None and _CALENDAR_REPLY_SUBJECT.match(mail.subject):
-        out.add("calendar-reply", f"text/calendar part with response subject: "
-                f"{_clip(mail.subject)}", automated=True)
+        out.add("calendar-reply", f"text/calendar part with response subject: {_clip(mail.subject)}", automated=True)
 
 
-def _senders(
-    mail: ParsedMail, policy: GuardPolicy, target: Address | None, out: _Findings
-) -> None:
+def _senders(mail: ParsedMail, policy: GuardPolicy, target: Address | None, out: _Findings) -> None:
     rp = mail.return_path
     # Own and roster addresses: From, every Reply-To, the envelope sender.
     people: list[tuple[str, str]] = []
@@ -431,13 +459,11 @@ def _senders(
         # Only the author (From) can show a machine wrote it; an envelope sender like
         # bounces+id@esp or a noreply reply target forbids the reply only.
         machine = role == "From" and _matches(local, _MACHINE_LOCAL_PARTS) is not None
-        out.add("robot-sender", f"{role} local part {local!r} matches {glob!r}",
-                automated=machine)
+        out.add("robot-sender", f"{role} local part {local!r} matches {glob!r}", automated=machine)
 
     if target is None:
         shown = mail.from_.addr if mail.from_ is not None else "(no From)"
-        out.add("no-reply-address", f"no valid Reply-To or From address ({_clip(shown)})",
-                automated=False)
+        out.add("no-reply-address", f"no valid Reply-To or From address ({_clip(shown)})", automated=False)
 
 
 def _spam(mail: ParsedMail, out: _Findings) -> None:

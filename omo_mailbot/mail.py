@@ -9,6 +9,7 @@ at all raises :class:`ParseError`; the caller stores the raw bytes with it.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.header
 import email.message
@@ -21,7 +22,9 @@ from typing import Any
 
 from .errors import ParseError
 
-_ADDR = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_ADDR = re.compile(
+    r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -118,10 +121,8 @@ def decode_header(value: Any) -> str:
             text = value.encode()
     else:
         text = str(value)
-    try:
+    with contextlib.suppress(Exception):  # unknown charset, broken encoded word: keep the raw text
         text = str(email.header.make_header(email.header.decode_header(text)))
-    except Exception:  # unknown charset, broken encoded word: keep the raw text
-        pass
     text = text.replace("\r", " ").replace("\n", " ")
     return clean(_CTRL.sub("", text)).strip()
 
@@ -207,7 +208,9 @@ def _date(msg: email.message.Message) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def _build(msg: email.message.Message, raw: bytes, plain: str, html: str, parser: str, defects: tuple[str, ...]) -> ParsedMail:
+def _build(
+    msg: email.message.Message, raw: bytes, plain: str, html: str, parser: str, defects: tuple[str, ...]
+) -> ParsedMail:
     headers = _message_headers(msg)
 
     def values(name: str) -> list[str]:

@@ -13,6 +13,7 @@ commit: an IMAP keyword, or a MOVE to a configured folder. Nothing is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import mailbox as std_mailbox
 import socket
 import ssl
@@ -72,13 +73,15 @@ class ImapSource:
         from imapclient.exceptions import LoginError
 
         self.close()
-        timeout = imapclient.SocketTimeout(connect=self.cfg.connect_timeout_seconds,
-                                           read=self.cfg.read_timeout_seconds)
+        timeout = imapclient.SocketTimeout(connect=self.cfg.connect_timeout_seconds, read=self.cfg.read_timeout_seconds)
         try:
-            client = imapclient.IMAPClient(self.cfg.host, port=self.cfg.port,
-                                           ssl=self.cfg.security == "ssl",
-                                           ssl_context=self._ssl_context() if self.cfg.security == "ssl" else None,
-                                           timeout=timeout)
+            client = imapclient.IMAPClient(
+                self.cfg.host,
+                port=self.cfg.port,
+                ssl=self.cfg.security == "ssl",
+                ssl_context=self._ssl_context() if self.cfg.security == "ssl" else None,
+                timeout=timeout,
+            )
         except (OSError, ssl.SSLError) as exc:
             raise TransientMailboxError(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}") from None
         self._client = client
@@ -115,7 +118,9 @@ class ImapSource:
             info = client.select_folder(self.cfg.folder)
         except IMAPClientError as exc:
             if not client.folder_exists(self.cfg.folder):
-                raise FolderMissing(f"imap.folder: the folder {self.cfg.folder!r} does not exist on the server") from None
+                raise FolderMissing(
+                    f"imap.folder: the folder {self.cfg.folder!r} does not exist on the server"
+                ) from None
             raise TransientMailboxError(f"SELECT failed: {_short(exc)}") from None
         except Exception as exc:
             raise TransientMailboxError(f"SELECT failed: {_short(exc)}") from None
@@ -133,10 +138,8 @@ class ImapSource:
         try:
             client.logout()
         except Exception:
-            try:
+            with contextlib.suppress(Exception):
                 client.shutdown()
-            except Exception:
-                pass
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         if self._client is None:
@@ -157,21 +160,33 @@ class ImapSource:
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:
         batch = max(1, self.cfg.batch_size)
         for start in range(0, len(uids), batch):
-            chunk = list(uids[start:start + batch])
-            sizes = self._call("FETCH RFC822.SIZE", lambda c=chunk: self._client.fetch(c, ["RFC822.SIZE"]))
+            chunk = list(uids[start : start + batch])
+            sizes = self._call("FETCH RFC822.SIZE", lambda: self._client.fetch(chunk, ["RFC822.SIZE"]))
             small = [u for u in chunk if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
             large = [u for u in chunk if u in sizes and u not in small]
-            bodies = self._call("FETCH BODY.PEEK[]", lambda s=small: self._client.fetch(s, ["BODY.PEEK[]"])) if small else {}
-            heads = (self._call("FETCH HEADER", lambda lg=large: self._client.fetch(lg, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]))
-                     if large else {})
+            bodies = (
+                self._call("FETCH BODY.PEEK[]", lambda: self._client.fetch(small, ["BODY.PEEK[]"])) if small else {}
+            )
+            heads = (
+                self._call(
+                    "FETCH HEADER", lambda: self._client.fetch(large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"])
+                )
+                if large
+                else {}
+            )
             for uid in chunk:
                 if uid in bodies:
                     raw = bodies[uid].get(b"BODY[]") or b""
                     yield FetchedMail(uid, bytes(raw), len(raw))
                 elif uid in heads:
                     head = bytes(heads[uid].get(b"BODY[HEADER]") or b"")
-                    yield FetchedMail(uid, head, int(sizes[uid][b"RFC822.SIZE"]), too_large=True,
-                                      bodystructure=repr(heads[uid].get(b"BODYSTRUCTURE"))[:4000])
+                    yield FetchedMail(
+                        uid,
+                        head,
+                        int(sizes[uid][b"RFC822.SIZE"]),
+                        too_large=True,
+                        bodystructure=repr(heads[uid].get(b"BODYSTRUCTURE"))[:4000],
+                    )
                 # a UID that vanished between SEARCH and FETCH is simply gone
 
     def mark_processed(self, uids: Sequence[int]) -> None:
@@ -199,7 +214,7 @@ class ImapSource:
             remaining = timeout
             while remaining > 0 and not stop.is_set():
                 step = min(1.0, remaining)
-                responses = self._call("IDLE wait", lambda s=step: client.idle_check(timeout=s))
+                responses = self._call("IDLE wait", lambda: client.idle_check(timeout=step))
                 remaining -= step
                 if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     woke = True

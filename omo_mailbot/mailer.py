@@ -56,18 +56,21 @@ class SmtpMailer:
                 token = self._token_provider()
                 conn.ehlo_or_helo_if_needed()
                 auth = f"user={cfg.username}\x01auth=Bearer {token}\x01\x01"
-                code, resp = conn.docmd("AUTH", "XOAUTH2 " + base64.b64encode(auth.encode()).decode())
+                code, _ = conn.docmd("AUTH", "XOAUTH2 " + base64.b64encode(auth.encode()).decode())
                 if code != 235:
                     raise PermanentDeliveryError(f"SMTP XOAUTH2 refused ({code}); check the [oauth] settings")
             elif cfg.auth == "password" and cfg.username:
                 conn.login(cfg.username, cfg.password())
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentDeliveryError(f"SMTP login refused ({exc.smtp_code}); check smtp.username "
-                                         f"and the variable named by smtp.password_env") from None
+            raise PermanentDeliveryError(
+                f"SMTP login refused ({exc.smtp_code}); check smtp.username and the variable named by smtp.password_env"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             raise _classify(exc.smtp_code, str(exc.smtp_error)) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientDeliveryError(f"cannot reach SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None
+            raise TransientDeliveryError(
+                f"cannot reach SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}"
+            ) from None
         return conn
 
     def send(self, envelope_from: str, recipient: str, raw: bytes) -> None:

@@ -36,18 +36,26 @@ class TokenSource:
         import msal
 
         if self._app is None:
-            self._app = msal.ConfidentialClientApplication(self.cfg.client_id, authority=authority,
-                                                           client_credential=self._secret())
+            self._app = msal.ConfidentialClientApplication(
+                self.cfg.client_id, authority=authority, client_credential=self._secret()
+            )
         result = self._app.acquire_token_for_client(scopes=list(self.cfg.scopes))
         if "access_token" not in result:
-            raise AuthenticationFailed(f"no OAuth token: {result.get('error')}: "
-                                       f"{str(result.get('error_description', ''))[:200]}")
+            raise AuthenticationFailed(
+                f"no OAuth token: {result.get('error')}: {str(result.get('error_description', ''))[:200]}"
+            )
         return str(result["access_token"])
 
     def _plain_client_credentials(self, token_url: str) -> str:
         """A bare RFC 6749 client-credentials request to a local endpoint (test setups)."""
-        body = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": self.cfg.client_id,
-                                       "client_secret": self._secret(), "scope": " ".join(self.cfg.scopes)}).encode()
+        body = urllib.parse.urlencode(
+            {
+                "grant_type": "client_credentials",
+                "client_id": self.cfg.client_id,
+                "client_secret": self._secret(),
+                "scope": " ".join(self.cfg.scopes),
+            }
+        ).encode()
         try:
             with urllib.request.urlopen(urllib.request.Request(token_url, data=body), timeout=10) as resp:
                 payload = json.loads(resp.read())

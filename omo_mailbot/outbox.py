@@ -30,12 +30,33 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-def enqueue(session: Session, *, kind: str, raw: bytes, recipient: str, message_id: str, now: datetime,
-            envelope_from: str = "", thread_key: str | None = None, source_message_id: int | None = None,
-            case_id: int | None = None) -> OutboxMail:
-    row = OutboxMail(kind=kind, message_id_header=message_id, recipient=recipient.lower(), envelope_from=envelope_from,
-                     thread_key=thread_key, raw=raw, status="pending", attempts=0, next_attempt_at=now,
-                     created_at=now, source_message_id=source_message_id, case_id=case_id)
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    raw: bytes,
+    recipient: str,
+    message_id: str,
+    now: datetime,
+    envelope_from: str = "",
+    thread_key: str | None = None,
+    source_message_id: int | None = None,
+    case_id: int | None = None,
+) -> OutboxMail:
+    row = OutboxMail(
+        kind=kind,
+        message_id_header=message_id,
+        recipient=recipient.lower(),
+        envelope_from=envelope_from,
+        thread_key=thread_key,
+        raw=raw,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        source_message_id=source_message_id,
+        case_id=case_id,
+    )
     session.add(row)
     session.flush()
     return row
@@ -50,8 +71,16 @@ class SendStats:
 
 
 class OutboxWorker:
-    def __init__(self, sessions: sessionmaker[Session], mailer: Mailer, cfg: SmtpConfig, *, holder: str,
-                 clock: Clock, lease_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        mailer: Mailer,
+        cfg: SmtpConfig,
+        *,
+        holder: str,
+        clock: Clock,
+        lease_seconds: float = 60.0,
+    ) -> None:
         self.sessions = sessions
         self.mailer = mailer
         self.cfg = cfg
@@ -69,17 +98,26 @@ class OutboxWorker:
         now = self.clock()
         with self.sessions.begin() as s:
             result = s.execute(
-                update(OutboxMail).where(OutboxMail.status == "sending", OutboxMail.lease_until < now)
-                .values(status="pending", lease_until=None, lease_holder=None,
-                        last_error="lease expired: the sender stopped before recording the result")
+                update(OutboxMail)
+                .where(OutboxMail.status == "sending", OutboxMail.lease_until < now)
+                .values(
+                    status="pending",
+                    lease_until=None,
+                    lease_holder=None,
+                    last_error="lease expired: the sender stopped before recording the result",
+                )
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
     def _claim(self, limit: int) -> list[tuple[int, str, str, bytes, int]]:
         now = self.clock()
         with self.sessions.begin() as s:
-            stmt = (select(OutboxMail).where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
-                    .order_by(OutboxMail.id).limit(limit))
+            stmt = (
+                select(OutboxMail)
+                .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
+                .order_by(OutboxMail.id)
+                .limit(limit)
+            )
             if s.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = list(s.execute(stmt).scalars())
@@ -118,8 +156,11 @@ class OutboxWorker:
                 continue
             self._sent_times.append(time.monotonic())
             with self.sessions.begin() as s:
-                s.execute(update(OutboxMail).where(OutboxMail.id == row_id)
-                          .values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None))
+                s.execute(
+                    update(OutboxMail)
+                    .where(OutboxMail.id == row_id)
+                    .values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None)
+                )
             stats.sent += 1
             log.info("outbox sent", extra={"outbox_id": row_id, "attempt": attempts})
         return stats
@@ -128,12 +169,21 @@ class OutboxWorker:
         give_up = permanent or attempts >= self.cfg.max_attempts
         now = self.clock()
         with self.sessions.begin() as s:
-            s.execute(update(OutboxMail).where(OutboxMail.id == row_id).values(
-                status="failed" if give_up else "pending", lease_until=None, last_error=error[:2000],
-                next_attempt_at=now if give_up else now + self._backoff(attempts)))
+            s.execute(
+                update(OutboxMail)
+                .where(OutboxMail.id == row_id)
+                .values(
+                    status="failed" if give_up else "pending",
+                    lease_until=None,
+                    last_error=error[:2000],
+                    next_attempt_at=now if give_up else now + self._backoff(attempts),
+                )
+            )
         if give_up:
             stats.failed += 1
-            log.warning("outbox parked as failed", extra={"outbox_id": row_id, "attempts": attempts, "error": error[:200]})
+            log.warning(
+                "outbox parked as failed", extra={"outbox_id": row_id, "attempts": attempts, "error": error[:200]}
+            )
         else:
             stats.retried += 1
             log.info("outbox send failed, will retry", extra={"outbox_id": row_id, "attempts": attempts})

@@ -64,8 +64,10 @@ def sync_cursor(sessions: sessionmaker[Session], mailbox: str, uidvalidity: int,
             s.add(MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=0, updated_at=now))
             return 0
         if cur.uidvalidity != uidvalidity:
-            log.warning("UIDVALIDITY changed: rescanning the folder; duplicates are recognised by content",
-                        extra={"old": cur.uidvalidity, "new": uidvalidity})
+            log.warning(
+                "UIDVALIDITY changed: rescanning the folder; duplicates are recognised by content",
+                extra={"old": cur.uidvalidity, "new": uidvalidity},
+            )
             cur.uidvalidity, cur.last_uid, cur.updated_at = uidvalidity, 0, now
             return 0
         return cur.last_uid
@@ -88,8 +90,15 @@ def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
 
 
 class Pipeline:
-    def __init__(self, sessions: sessionmaker[Session], decider: Decider, cfg: Config, templates: Templates,
-                 calendar: WorkCalendar, clock: Clock) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        decider: Decider,
+        cfg: Config,
+        templates: Templates,
+        calendar: WorkCalendar,
+        clock: Clock,
+    ) -> None:
         self.sessions = sessions
         self.decider = decider
         self.cfg = cfg
@@ -127,9 +136,15 @@ class Pipeline:
             return Outcome(fetched.uid, existing, "duplicate")
         if fetched.too_large:
             return self._store_failure(
-                s, mailbox, uidvalidity, fetched, now, "too_large",
+                s,
+                mailbox,
+                uidvalidity,
+                fetched,
+                now,
+                "too_large",
                 f"message of {fetched.size} bytes is over the limit of {self.cfg.imap.max_message_mb:g} MB; only its "
-                f"headers and structure were read: {fetched.bodystructure[:1000]}")
+                f"headers and structure were read: {fetched.bodystructure[:1000]}",
+            )
         try:
             mail = parse(fetched.raw)
         except ParseError as exc:
@@ -143,21 +158,50 @@ class Pipeline:
         _advance(s, mailbox, uidvalidity, fetched.uid, now)
         return outcome
 
-    def _store_message(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, digest: str,
-                       mail: ParsedMail | None, now: datetime, status: str, error: str | None) -> Message:
+    def _store_message(
+        self,
+        s: Session,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        digest: str,
+        mail: ParsedMail | None,
+        now: datetime,
+        status: str,
+        error: str | None,
+    ) -> Message:
         message = Message(
-            mailbox=mailbox, uidvalidity=uidvalidity, uid=fetched.uid, sha256=digest,
-            message_id_header=mail.message_id if mail else None, size=fetched.size, raw=fetched.raw,
-            received_at=now, date_header=mail.date if mail else None, subject=(mail.subject[:2000] if mail else None),
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=fetched.uid,
+            sha256=digest,
+            message_id_header=mail.message_id if mail else None,
+            size=fetched.size,
+            raw=fetched.raw,
+            received_at=now,
+            date_header=mail.date if mail else None,
+            subject=(mail.subject[:2000] if mail else None),
             from_addr=(mail.from_.addr.lower()[:320] if mail and mail.from_ else None),
-            from_name=(mail.from_.name[:500] if mail and mail.from_ else None), status=status, error=error,
+            from_name=(mail.from_.name[:500] if mail and mail.from_ else None),
+            status=status,
+            error=error,
         )
         s.add(message)
         s.flush()
         return message
 
-    def _store_failure(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime,
-                       status: str, error: str, *, readable: bool = True) -> Outcome:
+    def _store_failure(
+        self,
+        s: Session,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        now: datetime,
+        status: str,
+        error: str,
+        *,
+        readable: bool = True,
+    ) -> Outcome:
         digest = hashlib.sha256(fetched.raw).hexdigest()
         existing = s.execute(select(Message.id).where(Message.sha256 == digest)).scalar_one_or_none()
         if existing is not None:
@@ -170,37 +214,72 @@ class Pipeline:
             except Exception:
                 mail = None
         message = self._store_message(s, mailbox, uidvalidity, fetched, digest, mail, now, status, error)
-        reason = {"parse_failed": "could not be parsed", "too_large": "too large to read",
-                  "error": "processing failed"}[status]
-        case = cases.open_case(s, label="preparation", subject=message.subject, requester=message.from_addr,
-                               now=now, needs_human_reason=f"{reason}: {error.splitlines()[-1][:300] if error else ''}")
+        reason = {
+            "parse_failed": "could not be parsed",
+            "too_large": "too large to read",
+            "error": "processing failed",
+        }[status]
+        case = cases.open_case(
+            s,
+            label="preparation",
+            subject=message.subject,
+            requester=message.from_addr,
+            now=now,
+            needs_human_reason=f"{reason}: {error.splitlines()[-1][:300] if error else ''}",
+        )
         message.case_id = case.id
         _advance(s, mailbox, uidvalidity, fetched.uid, now)
         log.warning("mail needs a human", extra={"uid": fetched.uid, "status": status, "case": case.reference})
         return Outcome(fetched.uid, message.id, status, case_reference=case.reference)
 
     def _act(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
-        s.add(Verdict(
-            message_id=message.id, label=decision.label, score=decision.score, threshold=decision.threshold,
-            acute_probability=decision.acute_probability, hits=[h.as_dict() for h in decision.hits],
-            automated_reasons=[{"code": r.code, "detail": r.detail, "automated": r.automated}
-                               for r in decision.guard.reasons],
-            auto_reply=False, auto_reply_blocked_by=None, topics=[], rules_hash=decision.rules_hash,
-            model_version=decision.model_version, decided_at=now,
-        ))
+        s.add(
+            Verdict(
+                message_id=message.id,
+                label=decision.label,
+                score=decision.score,
+                threshold=decision.threshold,
+                acute_probability=decision.acute_probability,
+                hits=[h.as_dict() for h in decision.hits],
+                automated_reasons=[
+                    {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
+                ],
+                auto_reply=False,
+                auto_reply_blocked_by=None,
+                topics=[],
+                rules_hash=decision.rules_hash,
+                model_version=decision.model_version,
+                decided_at=now,
+            )
+        )
         s.flush()
         verdict = s.execute(select(Verdict).where(Verdict.message_id == message.id)).scalar_one()
         symbols = tuple(decision.rule_symbols)
         if decision.label == "automated":
             verdict.auto_reply_blocked_by = decision.auto_reply_blocked_by
             self._record_bounce(s, message, mail, decision, now)
-            log.info("stored automated mail", extra={"message_db_id": message.id, "reasons": [r.code for r in decision.guard.reasons]})
-            return Outcome(message.uid, message.id, "decided", decision.label, blocked_by=verdict.auto_reply_blocked_by,
-                           symbols=symbols)
+            log.info(
+                "stored automated mail",
+                extra={"message_db_id": message.id, "reasons": [r.code for r in decision.guard.reasons]},
+            )
+            return Outcome(
+                message.uid,
+                message.id,
+                "decided",
+                decision.label,
+                blocked_by=verdict.auto_reply_blocked_by,
+                symbols=symbols,
+            )
         case = cases.find_thread_case(s, mail)
         if case is None:
-            case = cases.open_case(s, label=decision.label, subject=message.subject, requester=message.from_addr,
-                                   now=now, needs_human_reason=unreadable_reason(mail, decision))
+            case = cases.open_case(
+                s,
+                label=decision.label,
+                subject=message.subject,
+                requester=message.from_addr,
+                now=now,
+                needs_human_reason=unreadable_reason(mail, decision),
+            )
             message.case_id = case.id
         else:
             cases.follow_up(s, case, message, decision.label, now)
@@ -210,13 +289,25 @@ class Pipeline:
         if decision.label == "acute":
             blocked, replied, queued = self._answer_acute(s, message, mail, decision, case, now)
         verdict.auto_reply, verdict.auto_reply_blocked_by = replied, blocked
-        log.info("decided", extra={"message_db_id": message.id, "message_id": mail.message_id, "label": decision.label,
-                                   "score": decision.score, "case": case.reference, "symbols": list(symbols),
-                                   "auto_reply": replied})
-        return Outcome(message.uid, message.id, "decided", decision.label, case.reference, replied, blocked, queued, symbols)
+        log.info(
+            "decided",
+            extra={
+                "message_db_id": message.id,
+                "message_id": mail.message_id,
+                "label": decision.label,
+                "score": decision.score,
+                "case": case.reference,
+                "symbols": list(symbols),
+                "auto_reply": replied,
+            },
+        )
+        return Outcome(
+            message.uid, message.id, "decided", decision.label, case.reference, replied, blocked, queued, symbols
+        )
 
-    def _answer_acute(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, case: Case,
-                      now: datetime) -> tuple[str | None, bool, int]:
+    def _answer_acute(
+        self, s: Session, message: Message, mail: ParsedMail, decision: Decision, case: Case, now: datetime
+    ) -> tuple[str | None, bool, int]:
         cfg = self.cfg
         blocked = decision.guard.blocked_by
         recipient = decision.guard.reply_to
@@ -228,11 +319,21 @@ class Pipeline:
         replied = False
         if blocked is None and recipient is not None:
             day = format_day(self.calendar.next_working_day(now.date()), decision.language)
-            raw, msgid = autoreply.build_reply(self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient,
-                                               case.reference, day, now)
-            enqueue(s, kind="auto_reply", raw=raw, recipient=recipient.addr, message_id=msgid, now=now,
-                    envelope_from=cfg.smtp.envelope_from, thread_key=autoreply.thread_key(mail),
-                    source_message_id=message.id, case_id=case.id)
+            raw, msgid = autoreply.build_reply(
+                self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient, case.reference, day, now
+            )
+            enqueue(
+                s,
+                kind="auto_reply",
+                raw=raw,
+                recipient=recipient.addr,
+                message_id=msgid,
+                now=now,
+                envelope_from=cfg.smtp.envelope_from,
+                thread_key=autoreply.thread_key(mail),
+                source_message_id=message.id,
+                case_id=case.id,
+            )
             cases.add_event(s, case, cases.SYSTEM, "auto-reply", f"guidance queued as {msgid}", now)
             queued += 1
             replied = True
@@ -241,10 +342,20 @@ class Pipeline:
             cases.add_event(s, case, cases.SYSTEM, "no-auto-reply", blocked, now)
             sent = f"geen automatisch antwoord: {blocked}"
         for duty in self.duty_addresses(now):
-            raw, msgid = autoreply.build_duty_alert(self.templates, cfg.smtp, cfg.autoreply, mail, decision, duty,
-                                                    case.reference, sent, now)
-            enqueue(s, kind="duty_alert", raw=raw, recipient=duty, message_id=msgid, now=now,
-                    envelope_from=cfg.smtp.envelope_from, source_message_id=message.id, case_id=case.id)
+            raw, msgid = autoreply.build_duty_alert(
+                self.templates, cfg.smtp, cfg.autoreply, mail, decision, duty, case.reference, sent, now
+            )
+            enqueue(
+                s,
+                kind="duty_alert",
+                raw=raw,
+                recipient=duty,
+                message_id=msgid,
+                now=now,
+                envelope_from=cfg.smtp.envelope_from,
+                source_message_id=message.id,
+                case_id=case.id,
+            )
             queued += 1
         return blocked, replied, queued
 

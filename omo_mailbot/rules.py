@@ -40,8 +40,20 @@ FORCES: tuple[str, ...] = ("acute", "preparation")
 SYMBOL = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 WEIGHT_RANGE = (-50.0, 50.0)
 RULE_KEYS = frozenset(
-    {"symbol", "description", "weight", "scope", "words", "phrases", "regex", "headers",
-     "sender_domains", "requires", "force", "inflect"}
+    {
+        "symbol",
+        "description",
+        "weight",
+        "scope",
+        "words",
+        "phrases",
+        "regex",
+        "headers",
+        "sender_domains",
+        "requires",
+        "force",
+        "inflect",
+    }
 )
 DUTCH_ENDINGS = r"(?:e|en|s|es|n|d|t|de|te|den|ten|er|ere|st|ste)?"
 MAX_SNIPPETS = 3
@@ -80,8 +92,13 @@ class Hit:
     force: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"symbol": self.symbol, "weight": self.weight, "description": self.description,
-                "matched": list(self.matched), "force": self.force}
+        return {
+            "symbol": self.symbol,
+            "weight": self.weight,
+            "description": self.description,
+            "matched": list(self.matched),
+            "force": self.force,
+        }
 
 
 @dataclass(frozen=True)
@@ -202,8 +219,13 @@ def _compile(doc: TomlDoc, key: KeyPath, pattern: str, problems: list[Problem]) 
         problems.append(doc.problem(key, f"regular expression does not compile: {exc}"))
         return None
     if redos_risk(pattern):
-        problems.append(doc.problem(key, "regular expression has a nested quantifier and can backtrack "
-                                    "catastrophically; rewrite it without (x+)+ shapes"))
+        problems.append(
+            doc.problem(
+                key,
+                "regular expression has a nested quantifier and can backtrack "
+                "catastrophically; rewrite it without (x+)+ shapes",
+            )
+        )
         return None
     return rx
 
@@ -217,6 +239,7 @@ def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) 
     label = f"{tomlfile.dotted(key)}"
     if isinstance(symbol, str):
         label = f"{label}({symbol})"
+
     def p(sub: str, msg: str, at: KeyPath | None = None) -> None:
         line = doc.line_of(at if at is not None else (*key, sub))
         problems.append(Problem(doc.path, line, f"{label}.{sub}" if sub else label, msg))
@@ -269,15 +292,27 @@ def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) 
             compiled = _compile(doc, (*key, "headers", name), rx, problems)
             if compiled is not None:
                 headers.append((name.lower(), compiled))
-    domains = [d.lower().lstrip("@") for d in _strings(doc, (*key, "sender_domains"), table.get("sender_domains"), problems)]
+    domains = [
+        d.lower().lstrip("@") for d in _strings(doc, (*key, "sender_domains"), table.get("sender_domains"), problems)
+    ]
     requires = _strings(doc, (*key, "requires"), table.get("requires"), problems)
     if not (alternatives or headers or domains or requires) and len(problems) == before:
         p("", "has no matcher: give words, phrases, regex, headers, sender_domains or requires", key)
     if len(problems) != before:
         return None
     pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
-    return Rule(str(symbol), str(description).strip(), float(weight), str(scope), pattern, tuple(headers),
-                tuple(domains), tuple(requires), force, f"{doc.path}:{doc.line_of(key) or 0}")
+    return Rule(
+        str(symbol),
+        str(description).strip(),
+        float(weight),
+        str(scope),
+        pattern,
+        tuple(headers),
+        tuple(domains),
+        tuple(requires),
+        force,
+        f"{doc.path}:{doc.line_of(key) or 0}",
+    )
 
 
 def content_hash(files: Iterable[Path]) -> str:
@@ -304,8 +339,14 @@ def parse_rule_docs(docs: Sequence[TomlDoc], problems: list[Problem]) -> list[Ru
             if rule is None:
                 continue
             if rule.symbol in seen:
-                problems.append(Problem(doc.path, doc.line_of(("rule", i, "symbol")), f"rule[{i}]({rule.symbol}).symbol",
-                                        f"duplicate symbol; already defined at {seen[rule.symbol]}"))
+                problems.append(
+                    Problem(
+                        doc.path,
+                        doc.line_of(("rule", i, "symbol")),
+                        f"rule[{i}]({rule.symbol}).symbol",
+                        f"duplicate symbol; already defined at {seen[rule.symbol]}",
+                    )
+                )
                 continue
             seen[rule.symbol] = rule.source
             rules.append(rule)
@@ -314,8 +355,9 @@ def parse_rule_docs(docs: Sequence[TomlDoc], problems: list[Problem]) -> list[Ru
         for req in rule.requires:
             if req not in symbols:
                 file, _, line = rule.source.rpartition(":")
-                problems.append(Problem(file, int(line) or None, f"rule({rule.symbol}).requires",
-                                        f"unknown symbol {req}"))
+                problems.append(
+                    Problem(file, int(line) or None, f"rule({rule.symbol}).requires", f"unknown symbol {req}")
+                )
     return rules
 
 

@@ -45,8 +45,10 @@ def utcnow() -> datetime:
 
 # --- wiring ----------------------------------------------------------------
 
-def training_set(cfg: Config, sessions: sessionmaker[Session] | None = None, *,
-                 include_test: bool = False) -> tuple[list[str], list[str]]:
+
+def training_set(
+    cfg: Config, sessions: sessionmaker[Session] | None = None, *, include_test: bool = False
+) -> tuple[list[str], list[str]]:
     """Texts and labels from the seed corpus (train split) plus stored relabels."""
     texts: list[str] = []
     labels: list[str] = []
@@ -84,13 +86,20 @@ def guard_policy(cfg: Config, roster_addresses: list[str] | None = None) -> Guar
     return GuardPolicy.from_config(cfg.autoreply, roster_addresses or [])
 
 
-def build_decider(cfg: Config, *, rules: RuleSet | None = None, model: classifier.TrainedModel | None = None,
-                  sessions: sessionmaker[Session] | None = None, with_model: bool = True) -> Decider:
+def build_decider(
+    cfg: Config,
+    *,
+    rules: RuleSet | None = None,
+    model: classifier.TrainedModel | None = None,
+    sessions: sessionmaker[Session] | None = None,
+    with_model: bool = True,
+) -> Decider:
     rules = rules or load_rules(cfg.resolve(cfg.paths.rules_dir))
     if model is None and with_model:
         model = load_model(cfg, sessions)
-    return Decider(rules, model, guard_policy(cfg), threshold=cfg.decision.acute_threshold,
-                   model_weight=cfg.decision.model_weight)
+    return Decider(
+        rules, model, guard_policy(cfg), threshold=cfg.decision.acute_threshold, model_weight=cfg.decision.model_weight
+    )
 
 
 def build_calendar(cfg: Config) -> WorkCalendar:
@@ -122,6 +131,7 @@ def open_database(cfg: Config) -> tuple[Engine, sessionmaker[Session]]:
 
 # --- running ---------------------------------------------------------------
 
+
 @dataclass
 class ServiceState:
     stop: threading.Event = field(default_factory=threading.Event)
@@ -133,8 +143,16 @@ class ServiceState:
 
 
 class Service:
-    def __init__(self, cfg: Config, sessions: sessionmaker[Session], source: MailSource, pipeline: Pipeline,
-                 outbox: OutboxWorker, *, state: ServiceState | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        sessions: sessionmaker[Session],
+        source: MailSource,
+        pipeline: Pipeline,
+        outbox: OutboxWorker,
+        *,
+        state: ServiceState | None = None,
+    ) -> None:
         self.cfg = cfg
         self.sessions = sessions
         self.source = source
@@ -188,8 +206,9 @@ class Service:
     def ingest_forever(self) -> None:
         backoff = 1.0
         auth_failures = 0
-        idle_timeout = float(self.cfg.imap.idle_renew_seconds if self.cfg.imap.use_idle
-                             else self.cfg.imap.poll_interval_seconds)
+        idle_timeout = float(
+            self.cfg.imap.idle_renew_seconds if self.cfg.imap.use_idle else self.cfg.imap.poll_interval_seconds
+        )
         while not self.state.stop.is_set():
             try:
                 uidvalidity = self.source.open()
@@ -199,12 +218,16 @@ class Service:
                     self.ingest_pass(uidvalidity)
                     if self.state.stop.is_set():
                         break
-                    self.source.wait_for_mail(idle_timeout if self.cfg.imap.use_idle else
-                                              float(self.cfg.imap.poll_interval_seconds), self.state.stop)
+                    self.source.wait_for_mail(
+                        idle_timeout if self.cfg.imap.use_idle else float(self.cfg.imap.poll_interval_seconds),
+                        self.state.stop,
+                    )
             except AuthenticationFailed as exc:
                 auth_failures += 1
-                log.error("IMAP login refused", extra={"attempt": auth_failures,
-                                                        "max": self.cfg.imap.max_login_failures, "error": str(exc)})
+                log.error(
+                    "IMAP login refused",
+                    extra={"attempt": auth_failures, "max": self.cfg.imap.max_login_failures, "error": str(exc)},
+                )
                 if auth_failures >= self.cfg.imap.max_login_failures:
                     raise
                 self.state.stop.wait(backoff)
@@ -228,7 +251,11 @@ class Service:
                 if stats.sent or stats.retried or stats.failed:
                     continue
                 due = self.outbox.next_due_in()
-                wait = self.cfg.service.outbox_poll_seconds if due is None else min(due, self.cfg.service.outbox_poll_seconds)
+                wait = (
+                    self.cfg.service.outbox_poll_seconds
+                    if due is None
+                    else min(due, self.cfg.service.outbox_poll_seconds)
+                )
                 if stats.throttled:
                     wait = 1.0
                 self.state.outbox_wake.wait(max(0.05, wait))
@@ -249,15 +276,22 @@ class Service:
             sender.join(timeout=self.cfg.service.shutdown_grace_seconds)
 
 
-def build_service(cfg: Config, *, clock: Clock = utcnow, state: ServiceState | None = None,
-                  decider: Decider | None = None) -> tuple[Service, Engine]:
+def build_service(
+    cfg: Config, *, clock: Clock = utcnow, state: ServiceState | None = None, decider: Decider | None = None
+) -> tuple[Service, Engine]:
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
     decider = decider or build_decider(cfg, sessions=sessions)
     templates = Templates(cfg.resolve(cfg.paths.templates_dir))
     pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock)
-    outbox = OutboxWorker(sessions, build_mailer(cfg), cfg.smtp, holder=cfg.service.instance_name, clock=clock,
-                          lease_seconds=max(cfg.smtp.timeout_seconds * 2, cfg.service.lease_seconds))
+    outbox = OutboxWorker(
+        sessions,
+        build_mailer(cfg),
+        cfg.smtp,
+        holder=cfg.service.instance_name,
+        clock=clock,
+        lease_seconds=max(cfg.smtp.timeout_seconds * 2, cfg.service.lease_seconds),
+    )
     return Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state), engine
 
 

@@ -21,8 +21,9 @@ class Templates:
 
             raise ConfigError([Problem(str(directory), None, "paths.templates_dir", "templates directory not found")])
         loader = jinja2.FileSystemLoader(str(directory))
-        self.text_env = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                                           keep_trailing_newline=True)
+        self.text_env = jinja2.Environment(
+            loader=loader, autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+        )
         self.html_env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
         self.directory = directory
 

@@ -29,7 +29,9 @@ _REPLY_HEADER = re.compile(
 )
 # Two-line variant: "Op di 3 nov. 2026 om 14:02 schreef Jan" / "<jan@x.nl>:"
 _REPLY_HEADER_START = re.compile(r"^\s*(?:op|on)\s.{3,120}$", re.IGNORECASE)
-_REPLY_HEADER_END = re.compile(r"(?:schreef|wrote|geschreven)\s*:?\s*$|^\s*<[^>]+>\s*(?:schreef|wrote)?\s*:\s*$", re.IGNORECASE)
+_REPLY_HEADER_END = re.compile(
+    r"(?:schreef|wrote|geschreven)\s*:?\s*$|^\s*<[^>]+>\s*(?:schreef|wrote)?\s*:\s*$", re.IGNORECASE
+)
 
 _SEPARATORS_REPLY = re.compile(
     r"^\s*-{2,}\s*(?:oorspronkelijk bericht|original message|origineel bericht|ursprüngliche nachricht)\s*-{2,}\s*$",
@@ -182,12 +184,86 @@ def new_text(mail: ParsedMail) -> SplitText:
 
 
 _NL_WORDS = frozenset(
-    "de het een en van ik je u wij we is zijn niet op te dat die voor met er maar ook bij naar "
-    "heeft hebben wordt worden graag kunt uw onze ons deze dit wat gemeente vandaag morgen".split()
+    [
+        "de",
+        "het",
+        "een",
+        "en",
+        "van",
+        "ik",
+        "je",
+        "u",
+        "wij",
+        "we",
+        "is",
+        "zijn",
+        "niet",
+        "op",
+        "te",
+        "dat",
+        "die",
+        "voor",
+        "met",
+        "er",
+        "maar",
+        "ook",
+        "bij",
+        "naar",
+        "heeft",
+        "hebben",
+        "wordt",
+        "worden",
+        "graag",
+        "kunt",
+        "uw",
+        "onze",
+        "ons",
+        "deze",
+        "dit",
+        "wat",
+        "gemeente",
+        "vandaag",
+        "morgen",
+    ]
 )
 _EN_WORDS = frozenset(
-    "the a an and of i you we is are not on to that this for with there but also at have has "
-    "be will would please could can our your today tomorrow council municipality".split()
+    [
+        "the",
+        "a",
+        "an",
+        "and",
+        "of",
+        "i",
+        "you",
+        "we",
+        "is",
+        "are",
+        "not",
+        "on",
+        "to",
+        "that",
+        "this",
+        "for",
+        "with",
+        "there",
+        "but",
+        "also",
+        "at",
+        "have",
+        "has",
+        "be",
+        "will",
+        "would",
+        "please",
+        "could",
+        "can",
+        "our",
+        "your",
+        "today",
+        "tomorrow",
+        "council",
+        "municipality",
+    ]
 )
 _WORD = re.compile(r"[a-zà-ÿ]+")
 

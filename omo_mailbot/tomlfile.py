@@ -96,7 +96,7 @@ def _index_lines(text: str) -> dict[KeyPath, int]:
         if m:
             key = (*prefix, *_split_key(m.group(1)))
             lines.setdefault(key, number)
-            rest = raw[m.end():]
+            rest = raw[m.end() :]
             for quote in ('"""', "'''"):
                 if rest.count(quote) == 1:
                     in_multiline = quote

@@ -55,8 +55,9 @@ class Decision:
 
 
 class Decider:
-    def __init__(self, rules: RuleSet, model: TrainedModel | None, policy: GuardPolicy, *,
-                 threshold: float, model_weight: float) -> None:
+    def __init__(
+        self, rules: RuleSet, model: TrainedModel | None, policy: GuardPolicy, *, threshold: float, model_weight: float
+    ) -> None:
         self.rules = rules
         self.model = model
         self.policy = policy
@@ -84,8 +85,9 @@ class Decider:
             text = model_text(mail.subject, split.new)
             probability = self.model.acute_probability([text])[0]
             contribution = round(self.model_weight * (2.0 * probability - 1.0), 3)
-            hits.append(Hit(MODEL_SYMBOL, contribution,
-                            f"learned model: probability {probability:.2f} that this is acute", ()))
+            hits.append(
+                Hit(MODEL_SYMBOL, contribution, f"learned model: probability {probability:.2f} that this is acute", ())
+            )
             if explain:
                 terms = tuple(self.model.top_terms(text))
         score = round(sum(h.weight for h in hits), 3)
@@ -97,8 +99,16 @@ class Decider:
         else:
             label = "acute" if score >= self.threshold else "preparation"
         return Decision(
-            label=label, score=score, threshold=self.threshold, acute_probability=probability,
-            hits=tuple(hits), guard=guard, text=split, language=language(split.new or mail.subject),
-            forced_by=forced.symbol if forced else None, top_terms=terms,
-            rules_hash=self.rules.hash, model_version=self.model_version,
+            label=label,
+            score=score,
+            threshold=self.threshold,
+            acute_probability=probability,
+            hits=tuple(hits),
+            guard=guard,
+            text=split,
+            language=language(split.new or mail.subject),
+            forced_by=forced.symbol if forced else None,
+            top_terms=terms,
+            rules_hash=self.rules.hash,
+            model_version=self.model_version,
         )

@@ -15,13 +15,26 @@ from datetime import date, timedelta
 import holidays as holidays_lib
 
 DAY_NAMES_NL = ("maandag", "dinsdag", "woensdag", "donderdag", "vrijdag", "zaterdag", "zondag")
-MONTHS_NL = ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
-             "september", "oktober", "november", "december")
+MONTHS_NL = (
+    "januari",
+    "februari",
+    "maart",
+    "april",
+    "mei",
+    "juni",
+    "juli",
+    "augustus",
+    "september",
+    "oktober",
+    "november",
+    "december",
+)
 
 
 class WorkCalendar:
-    def __init__(self, holiday_names: Iterable[str], extra_days_off: Iterable[str] = (),
-                 extra_working_days: Iterable[str] = ()) -> None:
+    def __init__(
+        self, holiday_names: Iterable[str], extra_days_off: Iterable[str] = (), extra_working_days: Iterable[str] = ()
+    ) -> None:
         self.names = frozenset(n.casefold() for n in holiday_names)
         self.extra_off = frozenset(date.fromisoformat(d) for d in extra_days_off)
         self.extra_on = frozenset(date.fromisoformat(d) for d in extra_working_days)
@@ -29,8 +42,7 @@ class WorkCalendar:
 
     def _year(self, year: int) -> dict[date, str]:
         if year not in self._cache:
-            nl = holidays_lib.country_holidays("NL", years=year, language="nl",
-                                               categories=("public", "optional"))
+            nl = holidays_lib.country_holidays("NL", years=year, language="nl", categories=("public", "optional"))
             chosen: dict[date, str] = {}
             for day, names in nl.items():
                 for name in str(names).split("; "):

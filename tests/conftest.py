@@ -98,23 +98,46 @@ def write_config(tmp_path: Path, text: str) -> Config:
 def make_config(tmp_path: Path, db_url: str, model_file: Path) -> Any:
     """Build a Config for a test: IMAP user + SMTP sink, or the local variants, plus overrides."""
 
-    def build(*, dovecot: DovecotServer | None = None, user: str | None = None, sink: SmtpSink | None = None,
-              extra: str = "") -> Config:
+    def build(
+        *, dovecot: DovecotServer | None = None, user: str | None = None, sink: SmtpSink | None = None, extra: str = ""
+    ) -> Config:
         lines = [
-            "[database]", f'url = "{db_url}"',
-            "[paths]", f'rules_dir = "{ROOT / "rules"}"', f'templates_dir = "{ROOT / "templates"}"',
-            f'model_file = "{model_file}"', f'corpus_dir = "{ROOT / "corpus" / "seed"}"',
-            "[service]", 'log_format = "text"', "outbox_poll_seconds = 30",
-            "[alerts]", 'duty_address = "dienst@omo.example"',
+            "[database]",
+            f'url = "{db_url}"',
+            "[paths]",
+            f'rules_dir = "{ROOT / "rules"}"',
+            f'templates_dir = "{ROOT / "templates"}"',
+            f'model_file = "{model_file}"',
+            f'corpus_dir = "{ROOT / "corpus" / "seed"}"',
+            "[service]",
+            'log_format = "text"',
+            "outbox_poll_seconds = 30",
+            "[alerts]",
+            'duty_address = "dienst@omo.example"',
         ]
         if dovecot is not None and user is not None:
             os.environ[f"OMO_TEST_PW_{user}"] = dovecot.users[user]
-            lines += ["[imap]", 'host = "127.0.0.1"', f"port = {dovecot.port}", 'security = "none"',
-                      f'username = "{user}"', f'password_env = "OMO_TEST_PW_{user}"', "poll_interval_seconds = 600",
-                      "idle_renew_seconds = 600", "read_timeout_seconds = 30"]
+            lines += [
+                "[imap]",
+                'host = "127.0.0.1"',
+                f"port = {dovecot.port}",
+                'security = "none"',
+                f'username = "{user}"',
+                f'password_env = "OMO_TEST_PW_{user}"',
+                "poll_interval_seconds = 600",
+                "idle_renew_seconds = 600",
+                "read_timeout_seconds = 30",
+            ]
         if sink is not None:
-            lines += ["[smtp]", 'host = "127.0.0.1"', f"port = {sink.port}", 'security = "none"', 'auth = "none"',
-                      "backoff_base_seconds = 0.2", "backoff_max_seconds = 1.0"]
+            lines += [
+                "[smtp]",
+                'host = "127.0.0.1"',
+                f"port = {sink.port}",
+                'security = "none"',
+                'auth = "none"',
+                "backoff_base_seconds = 0.2",
+                "backoff_max_seconds = 1.0",
+            ]
         text = "\n".join(lines) + "\n" + extra
         return write_config(tmp_path, _merge_tables(text))
 

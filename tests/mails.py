@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 
 _counter = itertools.count(1)
 
@@ -22,9 +22,16 @@ PREPARATION_BODY = (
 )
 
 
-def make_mail(body: str, *, subject: str = "Vraag", sender: str = "els.vermeer@gemeente-voorbeeld.nl",
-              name: str = "Els Vermeer", headers: dict[str, str] | None = None, msgid: str | None = None,
-              in_reply_to: str | None = None) -> bytes:
+def make_mail(
+    body: str,
+    *,
+    subject: str = "Vraag",
+    sender: str = "els.vermeer@gemeente-voorbeeld.nl",
+    name: str = "Els Vermeer",
+    headers: dict[str, str] | None = None,
+    msgid: str | None = None,
+    in_reply_to: str | None = None,
+) -> bytes:
     msg = EmailMessage()
     msg["From"] = f"{name} <{sender}>"
     msg["To"] = "Omo@minbzk.nl"

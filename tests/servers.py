@@ -92,14 +92,20 @@ def ensure_dovecot() -> str | None:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
-                       check=False, env=env, capture_output=True, timeout=900)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
+            check=False,
+            env=env,
+            capture_output=True,
+            timeout=900,
+        )
     return shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
 
 
 class DovecotServer:
-    def __init__(self, users: dict[str, str], *, mailuser: str = "dovecot", extra_mechs: str = "",
-                 extra_passdb: str = "") -> None:
+    def __init__(
+        self, users: dict[str, str], *, mailuser: str = "dovecot", extra_mechs: str = "", extra_passdb: str = ""
+    ) -> None:
         self.users = dict(users)
         self.mailuser = mailuser
         self.extra_mechs = extra_mechs
@@ -123,8 +129,15 @@ class DovecotServer:
             home.mkdir(exist_ok=True)
             os.chown(home, self.uid, self.gid)
         (self.root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items()))
-        self.conf.write_text(DOVECOT_CONF.format(root=self.root, port=self.port, mailuser=self.mailuser,
-                                                 extra_mechs=self.extra_mechs, extra_passdb=self.extra_passdb))
+        self.conf.write_text(
+            DOVECOT_CONF.format(
+                root=self.root,
+                port=self.port,
+                mailuser=self.mailuser,
+                extra_mechs=self.extra_mechs,
+                extra_passdb=self.extra_passdb,
+            )
+        )
 
     def start(self, port: int | None = None, attempts: int = 3) -> None:
         binary = ensure_dovecot()
@@ -133,8 +146,13 @@ class DovecotServer:
         for _ in range(attempts):
             self.port = port or free_port()
             self._write()
-            self.proc = subprocess.Popen([binary, "-F", "-c", str(self.conf)], start_new_session=True,
-                                         preexec_fn=_pdeathsig, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                [binary, "-F", "-c", str(self.conf)],
+                start_new_session=True,
+                preexec_fn=_pdeathsig,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             if self._wait_ready(10.0):
                 return
             self.stop()
@@ -228,8 +246,11 @@ class SmtpSink:
                 if sink.refuse_with:
                     return sink.refuse_with
                 with sink.cond:
-                    sink.messages.append(Received(time.perf_counter(), envelope.mail_from,
-                                                  list(envelope.rcpt_tos), bytes(envelope.content)))
+                    sink.messages.append(
+                        Received(
+                            time.perf_counter(), envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)
+                        )
+                    )
                     sink.cond.notify_all()
                 return "250 Message accepted for delivery"
 

@@ -44,11 +44,14 @@ def test_the_example_config_shows_the_defaults():
 
 def test_a_wrong_type_names_the_key_line_and_what_was_expected(tmp_path):
     assert _problems(tmp_path, '[imap]\nusername = "x"\nport = "abc"\n') == [
-        f'{tmp_path / "c.toml"}:3: imap.port: expected an integer, got "abc"']
+        f'{tmp_path / "c.toml"}:3: imap.port: expected an integer, got "abc"'
+    ]
 
 
 def test_every_mistake_is_reported_at_once(tmp_path):
-    problems = _problems(tmp_path, '[imap]\nusername = "x"\nporrt = 1\nsecurity = "tls"\n[smtp]\nport = 70000\n[bogus]\nx = 1\n')
+    problems = _problems(
+        tmp_path, '[imap]\nusername = "x"\nporrt = 1\nsecurity = "tls"\n[smtp]\nport = 70000\n[bogus]\nx = 1\n'
+    )
     joined = "\n".join(problems)
     assert "imap.porrt: unknown key" in joined
     assert 'imap.security: expected one of "ssl" | "starttls" | "none", got "tls"' in joined

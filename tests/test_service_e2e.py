@@ -37,7 +37,9 @@ def _count(service, model, *where) -> int:
         return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
 
 
-def test_acute_mail_gets_exactly_one_reply_with_guidance_and_rfc3834_headers(dovecot, mailbox_user, smtp_sink, make_config):
+def test_acute_mail_gets_exactly_one_reply_with_guidance_and_rfc3834_headers(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
     original = mails.acute()
     _append(dovecot, mailbox_user, original)
     cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
@@ -107,7 +109,9 @@ def test_running_twice_processes_nothing_twice(dovecot, mailbox_user, smtp_sink,
     assert len(smtp_sink.messages) == 2  # one reply + one duty alert, once
 
 
-def test_broken_mail_is_stored_with_its_error_and_the_next_mail_is_still_processed(dovecot, mailbox_user, smtp_sink, make_config):
+def test_broken_mail_is_stored_with_its_error_and_the_next_mail_is_still_processed(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
     _append(dovecot, mailbox_user, mails.BROKEN)
     _append(dovecot, mailbox_user, b"\x00\x01 not a mail at all \xff")
     _append(dovecot, mailbox_user, mails.acute())
@@ -128,7 +132,9 @@ def test_broken_mail_is_stored_with_its_error_and_the_next_mail_is_still_process
     engine.dispose()
 
 
-def test_mail_appended_during_idle_is_answered_without_waiting_for_a_poll(dovecot, mailbox_user, smtp_sink, make_config):
+def test_mail_appended_during_idle_is_answered_without_waiting_for_a_poll(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
     cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)  # poll interval 600 s
     state = ServiceState()
     service, engine = build_service(cfg, state=state)
@@ -139,7 +145,8 @@ def test_mail_appended_during_idle_is_answered_without_waiting_for_a_poll(doveco
         start = time.perf_counter()
         _append(dovecot, mailbox_user, mails.acute())
         assert smtp_sink.wait_for(
-            lambda msgs: any("els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos for m in msgs), timeout=10)
+            lambda msgs: any("els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos for m in msgs), timeout=10
+        )
         latency = next(m.at for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos) - start
         assert latency < 10
     finally:

@@ -70,9 +70,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(length=320), nullable=False),
         sa.Column("action", sa.String(length=40), nullable=False),
         sa.Column("detail", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["case_id"], ["cases.id"], name=op.f("fk_case_events_case_id_cases")
-        ),
+        sa.ForeignKeyConstraint(["case_id"], ["cases.id"], name=op.f("fk_case_events_case_id_cases")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_case_events")),
     )
     with op.batch_alter_table("case_events", schema=None) as batch_op:
@@ -115,9 +113,7 @@ def upgrade() -> None:
         sa.Column("address", sa.String(length=320), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["message_id"], ["messages.id"], name=op.f("fk_bounces_message_id_messages")
-        ),
+        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_bounces_message_id_messages")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_bounces")),
     )
     with op.batch_alter_table("bounces", schema=None) as batch_op:
@@ -163,9 +159,7 @@ def upgrade() -> None:
         sa.Column("actor", sa.String(length=320), nullable=False),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["message_id"], ["messages.id"], name=op.f("fk_relabels_message_id_messages")
-        ),
+        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_relabels_message_id_messages")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_relabels")),
     )
     with op.batch_alter_table("relabels", schema=None) as batch_op:
@@ -187,9 +181,7 @@ def upgrade() -> None:
         sa.Column("rules_hash", sa.String(length=64), nullable=False),
         sa.Column("model_version", sa.String(length=120), nullable=False),
         sa.Column("decided_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["message_id"], ["messages.id"], name=op.f("fk_verdicts_message_id_messages")
-        ),
+        sa.ForeignKeyConstraint(["message_id"], ["messages.id"], name=op.f("fk_verdicts_message_id_messages")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_verdicts")),
         sa.UniqueConstraint("message_id", name=op.f("uq_verdicts_message_id")),
     )
@@ -200,9 +192,7 @@ def upgrade() -> None:
         sa.Column("day", sa.Date(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("outbox_id", sa.Integer(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["outbox_id"], ["outbox.id"], name=op.f("fk_digest_runs_outbox_id_outbox")
-        ),
+        sa.ForeignKeyConstraint(["outbox_id"], ["outbox.id"], name=op.f("fk_digest_runs_outbox_id_outbox")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_digest_runs")),
         sa.UniqueConstraint("person", "day", name="uq_digest_runs_person_day"),
     )
