@@ -141,11 +141,12 @@ class ImapSource:
             with contextlib.suppress(Exception):
                 client.shutdown()
 
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+    def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``IMAPClient.<method>``; every failure becomes a TransientMailboxError."""
         if self._client is None:
             raise TransientMailboxError("not connected")
         try:
-            return fn()
+            return getattr(self._client, method)(*args, **kwargs)
         except (OSError, ssl.SSLError) as exc:
             raise TransientMailboxError(f"{what}: connection lost: {_short(exc)}") from None
         except Exception as exc:
@@ -154,26 +155,18 @@ class ImapSource:
     # -- reading ------------------------------------------------------------
     def uids_after(self, last_uid: int) -> list[int]:
         # "UID n:*" always matches the highest UID, even below n: filter ourselves.
-        found = self._call("UID SEARCH", lambda: self._client.search(["UID", f"{last_uid + 1}:*"]))
+        found = self._call("UID SEARCH", "search", ["UID", f"{last_uid + 1}:*"])
         return sorted(int(u) for u in found if int(u) > last_uid)
 
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]:
         batch = max(1, self.cfg.batch_size)
         for start in range(0, len(uids), batch):
             chunk = list(uids[start : start + batch])
-            sizes = self._call("FETCH RFC822.SIZE", lambda: self._client.fetch(chunk, ["RFC822.SIZE"]))
+            sizes = self._call("FETCH RFC822.SIZE", "fetch", chunk, ["RFC822.SIZE"])
             small = [u for u in chunk if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
             large = [u for u in chunk if u in sizes and u not in small]
-            bodies = (
-                self._call("FETCH BODY.PEEK[]", lambda: self._client.fetch(small, ["BODY.PEEK[]"])) if small else {}
-            )
-            heads = (
-                self._call(
-                    "FETCH HEADER", lambda: self._client.fetch(large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"])
-                )
-                if large
-                else {}
-            )
+            bodies = self._call("FETCH BODY.PEEK[]", "fetch", small, ["BODY.PEEK[]"]) if small else {}
+            heads = self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]) if large else {}
             for uid in chunk:
                 if uid in bodies:
                     raw = bodies[uid].get(b"BODY[]") or b""
@@ -193,9 +186,9 @@ class ImapSource:
         if not uids:
             return
         if self.cfg.move_to:
-            self._call("MOVE", lambda: self._client.move(list(uids), self.cfg.move_to))
+            self._call("MOVE", "move", list(uids), self.cfg.move_to)
         elif self._keywords_ok and self.cfg.processed_keyword:
-            self._call("STORE", lambda: self._client.add_flags(list(uids), [self.cfg.processed_keyword], silent=True))
+            self._call("STORE", "add_flags", list(uids), [self.cfg.processed_keyword], silent=True)
 
     def wait_for_mail(self, timeout: float, stop: threading.Event) -> bool:
         """Block until the server reports new mail, ``timeout`` passes or ``stop`` is set.
@@ -205,24 +198,23 @@ class ImapSource:
         """
         if not self._idle_capable:
             stop.wait(timeout)
-            self._call("NOOP", lambda: self._client.noop())
+            self._call("NOOP", "noop")
             return False
-        client = self._client
-        self._call("IDLE", client.idle)
+        self._call("IDLE", "idle")
         woke = False
         try:
             remaining = timeout
             while remaining > 0 and not stop.is_set():
                 step = min(1.0, remaining)
-                responses = self._call("IDLE wait", lambda: client.idle_check(timeout=step))
+                responses = self._call("IDLE wait", "idle_check", timeout=step)
                 remaining -= step
                 if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                     woke = True
                     break
         finally:
-            self._call("DONE", client.idle_done)
+            self._call("DONE", "idle_done")
         # idle_check hides a dead socket as "nothing happened"; a NOOP does not.
-        self._call("NOOP", client.noop)
+        self._call("NOOP", "noop")
         return woke
 
 
