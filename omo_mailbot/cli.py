@@ -45,6 +45,14 @@ def _config(args: argparse.Namespace, *, required: bool) -> Config:
     return default_config(str(Path.cwd()))
 
 
+def _roster_addresses(cfg: Config) -> list[str] | None:
+    """Contact persons are never auto-answered; a dry run must know them as the service does."""
+    from .service import load_roster_and_routing
+
+    roster, _ = load_roster_and_routing(cfg)
+    return list(roster.addresses) if roster else None
+
+
 # --- commands ---------------------------------------------------------------
 
 
@@ -79,7 +87,9 @@ def _print_run_table(outcomes: Sequence[Any], cfg: Config) -> None:
     for o in outcomes:
         subject = subjects.get(o.message_db_id or 0, "")[:48]
         why = ""
-        if o.label == "acute" and not o.replied:
+        if o.needs_human:
+            why = f"  [needs a human: {o.needs_human[:60]}]"
+        elif o.label == "acute" and not o.replied:
             why = f"  [no reply: {(o.blocked_by or '')[:60]}]"
         elif o.label == "automated":
             why = f"  [{(o.blocked_by or '')[:60]}]"
@@ -111,26 +121,41 @@ def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        # SIGHUP: check rules/ and the roster now and swap them in when valid (see reload.py)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: state.reload.set())
         if args.once:
             service.run_once()
             _print_run_table(state.outcomes, cfg)
             if cfg.delivery.kind == "files":
                 print(f"outgoing mail written to {cfg.resolve(cfg.delivery.outdir)}")
         else:
+            from .ops import start_operations  # metrics + /healthz, systemd READY/WATCHDOG/STOPPING
+
+            ops = start_operations(cfg, service, engine)
             log.info("service starting", extra={"instance": cfg.service.instance_name, "version": __version__})
-            service.run_forever()
+            try:
+                service.run_forever()
+            finally:
+                ops.close()
             log.info("service stopped")
         engine.dispose()
     return 0
 
 
 def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
+    from .cmd_operators import routing_explainer
     from .corpus import iter_eml
     from .explain import explain_mail, render_text
     from .mail import parse
+    from .routeview import render_lines as routing_lines
+    from .rules import load_rules
     from .service import build_decider
 
-    decider = build_decider(cfg)
+    candidate = getattr(args, "rules", None)  # explain --rules DIR: a dry run with candidate rules (cmd_operators)
+    decider = build_decider(
+        cfg, rules=load_rules(Path(candidate)) if candidate else None, roster_addresses=_roster_addresses(cfg)
+    )
+    route = routing_explainer(cfg, decider)  # topics, who may take it, who would (cmd_operators)
     records: list[dict[str, Any]] = []
     if args.message_id:
         from sqlalchemy import select
@@ -154,7 +179,9 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"no stored mail with Message-ID {args.message_id} (or its body was purged)", file=sys.stderr)
                 return 1
             stored = s.execute(select(Verdict).where(Verdict.message_id == row.id)).scalar_one_or_none()
-            record = explain_mail(decider, parse(row.raw))
+            mail = parse(row.raw)
+            record = explain_mail(decider, mail)
+            record["routing"] = route(mail)
             record["path"] = f"stored message {row.id}"
             if stored is not None:
                 record["stored_verdict"] = {
@@ -167,7 +194,9 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
             records.append(record)
     for path in iter_eml([Path(p) for p in args.paths]):
         try:
-            record = explain_mail(decider, parse(path.read_bytes()))
+            mail = parse(path.read_bytes())
+            record = explain_mail(decider, mail)
+            record["routing"] = route(mail)
         except (OSError, OmoError) as exc:
             record = {"path": str(path), "error": f"{type(exc).__name__}: {exc}"}
         else:
@@ -181,6 +210,7 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"== {record['path']}\n   error: {record['error']}")
             else:
                 print(render_text(record))
+                print("\n".join(routing_lines(record.get("routing") or {"why": "not computed"})))
                 if "stored_verdict" in record:
                     sv = record["stored_verdict"]
                     print(
@@ -226,7 +256,7 @@ def cmd_preview_reply(args: argparse.Namespace, cfg: Config) -> int:
     from .templating import Templates
     from .workdays import format_day
 
-    decider = build_decider(cfg)
+    decider = build_decider(cfg, roster_addresses=_roster_addresses(cfg))
     mail = parse(Path(args.path).read_bytes())
     decision = decider.decide(mail)
     if not decision.auto_reply or decision.guard.reply_to is None:
@@ -264,12 +294,9 @@ def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_rules_check(args: argparse.Namespace, cfg: Config) -> int:
-    from .rules import load_rules
+    from .cmd_operators import cmd_rules_check as check
 
-    directory = Path(args.dir) if args.dir else cfg.resolve(cfg.paths.rules_dir)
-    rules = load_rules(directory)
-    print(f"{directory}: {len(rules.rules)} rules valid, hash {rules.hash[:12]}")
-    return 0
+    return check(args, cfg)  # every problem in rules, roster and routing at once (see rulecheck.py)
 
 
 # --- parser -----------------------------------------------------------------

@@ -114,14 +114,15 @@ class PathsConfig:
     templates_dir: str = "templates"
     model_file: str = "model/omo-classifier.skops"
     corpus_dir: str = "corpus/seed"
+    holdout_dir: str = "corpus/holdout"
 
 
 @dataclass(frozen=True)
 class DecisionConfig:
     """Rspamd-style: every rule and the model add weighted points; at or above the threshold is acute."""
 
-    acute_threshold: float = 5.0
-    model_weight: float = 8.0
+    acute_threshold: float = -1.5
+    model_weight: float = 12.0
     auto_train: bool = True
 
 
@@ -180,13 +181,18 @@ class ServiceConfig:
     outbox_poll_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
     lease_seconds: float = 30.0
+    leader_check_seconds: float = 5.0
+    rules_reload_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    """Prometheus ``/metrics`` and ``/healthz`` (see omo_mailbot.metrics)."""
+
     enabled: bool = False
     address: str = "127.0.0.1"
     port: int = 9464
+    outbox_stuck_seconds: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,15 @@ class DigestConfig:
     extra_working_days: list[str] = field(default_factory=list)
     stale_after_working_days: int = 2
     require_authenticated_commands: bool = True
+    trusted_authserv_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RosterConfig:
+    """Contact persons, duty schedule and topic routing; a missing file means no roster (cases stay unassigned)."""
+
+    roster_file: str = "roster/roster.toml"
+    routing_file: str = "roster/routing.toml"
 
 
 @dataclass(frozen=True)
@@ -234,6 +249,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
     base_dir: str = "."
 
     def resolve(self, relative: str) -> Path:
@@ -258,6 +274,8 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("decision", "acute_threshold"): (-100, 100),
     ("decision", "model_weight"): (0, 100),
     ("privacy", "retention_days"): (1, 36500),
+    ("service", "leader_check_seconds"): (0.5, 300),
+    ("service", "rules_reload_seconds"): (0, 3600),
 }
 
 

@@ -29,7 +29,7 @@ def examples(root: Path) -> list[Example]:
     """Every labelled example under ``root``, in a stable order; raise on a broken labels file."""
     problems: list[Problem] = []
     out: list[Example] = []
-    for labels in sorted(root.glob("*/labels.csv")):
+    for labels in sorted([*root.glob("labels.csv"), *root.glob("*/labels.csv")]):
         with labels.open(encoding="utf-8", newline="") as fh:
             for line, row in enumerate(csv.DictReader(fh), start=2):
                 name, label, split = row.get("file", ""), row.get("label", ""), row.get("split", "")

@@ -44,13 +44,27 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of the record (test runners swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup(level: str = "INFO", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # libraries that would print message data at DEBUG stay quiet unless asked for
-    for noisy in ("imapclient", "imapclient.imaplib", "mailparser", "alembic", "apscheduler"):
+    for noisy in ("imapclient", "imapclient.imaplib", "alembic", "apscheduler", "aiosmtpd"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # mail-parser warns for every MIME part type it does not render: noise, not news
+    logging.getLogger("mailparser").setLevel(logging.ERROR)

@@ -127,6 +127,12 @@ def decode_header(value: Any) -> str:
     return clean(_CTRL.sub("", text)).strip()
 
 
+def _raw_address_header(value: Any) -> str:
+    """An address header as sent (encoded words left alone), unfolded, without control characters."""
+    text = value if isinstance(value, str) else decode_header(value)
+    return clean(_CTRL.sub("", text.replace("\r", " ").replace("\n", " ")))
+
+
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     out: list[Address] = []
     try:
@@ -216,7 +222,12 @@ def _build(
     def values(name: str) -> list[str]:
         return [v for k, v in headers if k == name]
 
-    from_list = parse_addresses(values("from"))
+    def addresses(name: str) -> tuple[Address, ...]:
+        # Split addresses BEFORE decoding RFC 2047 words: a decoded display name like
+        # "Bob <other@example>" must never become the address (it would redirect replies).
+        return parse_addresses([_raw_address_header(v) for k, v in msg.raw_items() if str(k).strip().lower() == name])
+
+    from_list = addresses("from")
     types, names = _walk_types(msg)
     try:
         report_type = msg.get_param("report-type") if msg.get_content_type() == "multipart/report" else None
@@ -228,9 +239,9 @@ def _build(
         subject=next(iter(values("subject")), ""),
         message_id=mid[0] if mid else None,
         from_=from_list[0] if from_list else None,
-        reply_to=parse_addresses(values("reply-to")),
-        to=parse_addresses(values("to")),
-        cc=parse_addresses(values("cc")),
+        reply_to=addresses("reply-to"),
+        to=addresses("to"),
+        cc=addresses("cc"),
         date=_date(msg),
         text_plain=clean(plain),
         text_html=clean(html),

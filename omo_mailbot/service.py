@@ -14,25 +14,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import classifier, corpus, db
 from .config import Config
+from .digest import DigestBuilder, DigestRunner
 from .errors import AuthenticationFailed, ModelError, TransientMailboxError
 from .guards import GuardPolicy
+from .leader import AdvisoryLockLeader, Leadership, SoleLeader
 from .mail import parse
 from .mailbox import ImapSource, MaildirSource, MailSource
 from .mailer import FileMailer, Mailer, SmtpMailer
 from .outbox import OutboxWorker
 from .pipeline import Outcome, Pipeline, sync_cursor
+from .purge import purge
+from .reload import RuleReloader
+from .roster import Roster, load_roster
+from .routing import Routing, load_routing
 from .rules import RuleSet, load_rules
+from .scheduler import DigestScheduler
 from .templating import Templates
-from .text import new_text
-from .verdict import Decider
+from .verdict import Decider, decision_inputs
 from .workdays import WorkCalendar
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ def training_set(
         if ex.split == "test" and not include_test:
             continue
         mail = parse(ex.path.read_bytes())
-        texts.append(classifier.model_text(mail.subject, new_text(mail).new))
+        texts.append(decision_inputs(mail).model_text)
         labels.append(ex.label)
     if sessions is not None:
         from .relabels import relabelled_texts
@@ -93,13 +100,38 @@ def build_decider(
     model: classifier.TrainedModel | None = None,
     sessions: sessionmaker[Session] | None = None,
     with_model: bool = True,
+    roster_addresses: list[str] | None = None,
 ) -> Decider:
     rules = rules or load_rules(cfg.resolve(cfg.paths.rules_dir))
     if model is None and with_model:
         model = load_model(cfg, sessions)
     return Decider(
-        rules, model, guard_policy(cfg), threshold=cfg.decision.acute_threshold, model_weight=cfg.decision.model_weight
+        rules,
+        model,
+        guard_policy(cfg, roster_addresses),
+        threshold=cfg.decision.acute_threshold,
+        model_weight=cfg.decision.model_weight,
     )
+
+
+def load_roster_and_routing(cfg: Config) -> tuple[Roster | None, Routing | None]:
+    """The roster and routing files; no roster file means no roster (cases stay unassigned)."""
+    roster_path = cfg.resolve(cfg.roster.roster_file)
+    if not roster_path.is_file():
+        log.warning("no roster file: cases stay unassigned and alerts go to alerts.duty_address")
+        return None, None
+    roster = load_roster(roster_path)
+    routing_path = cfg.resolve(cfg.roster.routing_file)
+    if not routing_path.is_file():
+        log.warning("no routing file: cases get no topics and stay unassigned")
+        return roster, None
+    return roster, load_routing(routing_path, roster)
+
+
+def build_digests(
+    cfg: Config, sessions: sessionmaker[Session], roster: Roster, templates: Templates, clock: Clock
+) -> DigestRunner:
+    return DigestRunner(sessions, DigestBuilder(cfg, templates, build_calendar(cfg), roster), clock)
 
 
 def build_calendar(cfg: Config) -> WorkCalendar:
@@ -136,10 +168,14 @@ def open_database(cfg: Config) -> tuple[Engine, sessionmaker[Session]]:
 class ServiceState:
     stop: threading.Event = field(default_factory=threading.Event)
     outbox_wake: threading.Event = field(default_factory=threading.Event)
+    reload: threading.Event = field(default_factory=threading.Event)  # set on SIGHUP: check rules/roster now
     last_poll_ok: float = 0.0
     reconnects: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     keep_outcomes: bool = False
+    # metrics and systemd: objects with connected(), outcome(o), polled(), stopping() (omo_mailbot.ops)
+    observers: list[Any] = field(default_factory=list)
+    max_wait_seconds: float | None = None  # cap on one IDLE/poll wait, so polled() runs this often (watchdog)
 
 
 class Service:
@@ -152,6 +188,8 @@ class Service:
         outbox: OutboxWorker,
         *,
         state: ServiceState | None = None,
+        leader: Leadership | None = None,
+        digests: DigestRunner | None = None,
     ) -> None:
         self.cfg = cfg
         self.sessions = sessions
@@ -159,9 +197,31 @@ class Service:
         self.pipeline = pipeline
         self.outbox = outbox
         self.state = state or ServiceState()
+        self.leader: Leadership = leader or SoleLeader()
+        self.last_purge: datetime | None = None
+        self.digests = digests
+
+    def run_digests(self) -> None:
+        """The scheduler's job: queue today's digests (once per person per day) and wake the sender."""
+        if self.digests is not None and self.pipeline.roster is not None:
+            self.digests.builder.roster = self.pipeline.roster  # the newest valid roster (see reload.py)
+        if self.digests is not None and self.digests.run().sent:
+            self.state.outbox_wake.set()
 
     # one pass over new mail -------------------------------------------------
-    def ingest_pass(self, uidvalidity: int) -> int:
+    def mark_leftovers(self, uidvalidity: int) -> int:
+        """Mark committed mail whose marking a crash or an outage cut off (once per connection)."""
+        last = sync_cursor(self.sessions, self.source.name, uidvalidity, self.pipeline.clock())
+        leftover = self.source.unmarked_upto(last)
+        batch = max(1, self.cfg.imap.batch_size)
+        for start in range(0, len(leftover), batch):
+            self.source.mark_processed(leftover[start : start + batch])
+        if leftover:
+            log.info("marked mail committed before an interruption", extra={"count": len(leftover)})
+        return len(leftover)
+
+    def ingest_pass(self, uidvalidity: int, stop: threading.Event | None = None) -> int:
+        stop = stop or self.state.stop
         last = sync_cursor(self.sessions, self.source.name, uidvalidity, self.pipeline.clock())
         uids = self.source.uids_after(last)
         done: list[int] = []
@@ -171,21 +231,26 @@ class Service:
             count += 1
             if self.state.keep_outcomes:
                 self.state.outcomes.append(outcome)
+            for observer in self.state.observers:
+                observer.outcome(outcome)
             if outcome.queued_mail:
                 self.state.outbox_wake.set()
             done.append(fetched.uid)
             if len(done) >= self.cfg.imap.batch_size:
                 self.source.mark_processed(done)
                 done = []
-            if self.state.stop.is_set():
+            if stop.is_set():
                 break
         self.source.mark_processed(done)
         self.state.last_poll_ok = time.time()
+        for observer in self.state.observers:
+            observer.polled()
         return count
 
     def run_once(self) -> int:
         uidvalidity = self.source.open()
         try:
+            self.mark_leftovers(uidvalidity)
             count = self.ingest_pass(uidvalidity)
         finally:
             self.source.close()
@@ -203,25 +268,30 @@ class Service:
                 break
 
     # the long-running loops --------------------------------------------------
-    def ingest_forever(self) -> None:
+    def ingest_forever(self, stop: threading.Event | None = None) -> None:
+        """Read the mailbox until ``stop`` (default: the service's stop event) is set."""
+        stop = stop or self.state.stop
         backoff = 1.0
         auth_failures = 0
         idle_timeout = float(
             self.cfg.imap.idle_renew_seconds if self.cfg.imap.use_idle else self.cfg.imap.poll_interval_seconds
         )
-        while not self.state.stop.is_set():
+        while not stop.is_set():
             try:
                 uidvalidity = self.source.open()
                 auth_failures, backoff = 0, 1.0
                 log.info("mailbox open", extra={"source": self.source.name.split("@")[-1]})
-                while not self.state.stop.is_set():
-                    self.ingest_pass(uidvalidity)
-                    if self.state.stop.is_set():
+                self.mark_leftovers(uidvalidity)
+                for observer in self.state.observers:
+                    observer.connected()
+                if self.state.max_wait_seconds:
+                    idle_timeout = min(idle_timeout, self.state.max_wait_seconds)
+                while not stop.is_set():
+                    self.ingest_pass(uidvalidity, stop)
+                    self.purge_if_due()
+                    if stop.is_set():
                         break
-                    self.source.wait_for_mail(
-                        idle_timeout if self.cfg.imap.use_idle else float(self.cfg.imap.poll_interval_seconds),
-                        self.state.stop,
-                    )
+                    self.source.wait_for_mail(idle_timeout, stop)
             except AuthenticationFailed as exc:
                 auth_failures += 1
                 log.error(
@@ -230,12 +300,12 @@ class Service:
                 )
                 if auth_failures >= self.cfg.imap.max_login_failures:
                     raise
-                self.state.stop.wait(backoff)
+                stop.wait(backoff)
                 backoff = min(backoff * 4, 300.0)
             except TransientMailboxError as exc:
                 self.state.reconnects += 1
                 log.warning("IMAP connection trouble; reconnecting", extra={"error": str(exc), "in_s": backoff})
-                self.state.stop.wait(backoff)
+                stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
             finally:
                 self.source.close()
@@ -265,12 +335,79 @@ class Service:
                 self.state.stop.wait(2.0)
         self.outbox.mailer.close()
 
+    def purge_if_due(self) -> None:
+        """The daily retention purge, run by the leader (see :mod:`purge`)."""
+        now = self.pipeline.clock()
+        if self.last_purge is not None and now - self.last_purge < timedelta(days=1):
+            return
+        self.last_purge = now
+        try:
+            purge(self.sessions, self.cfg.privacy.retention_days, now)
+        except Exception:
+            log.exception("retention purge failed; retrying tomorrow")
+
+    def following(self) -> None:
+        """Not the leader: alive and ready to take over (systemd readiness and watchdog, /healthz)."""
+        self.state.last_poll_ok = time.time()
+        for observer in self.state.observers:
+            hook = getattr(observer, "following", None)
+            if hook is not None:
+                hook()
+
+    def lead_forever(self) -> None:
+        """Several instances: only the leader reads the mailbox; the others wait to take over."""
+        check_every = max(0.5, self.cfg.service.leader_check_seconds)
+        while not self.state.stop.is_set():
+            if not self.leader.try_acquire(self.pipeline.clock()):
+                if self.leader.reachable:
+                    self.following()
+                self.state.stop.wait(check_every)
+                continue
+            lost = threading.Event()
+
+            def watch(lost: threading.Event = lost) -> None:
+                next_check = time.monotonic() + check_every
+                while not lost.is_set():
+                    if self.state.stop.wait(0.25):
+                        lost.set()
+                    elif time.monotonic() >= next_check:
+                        if not self.leader.still_leading():
+                            lost.set()
+                        next_check = time.monotonic() + check_every
+
+            watcher = threading.Thread(target=watch, name="leader-watch", daemon=True)
+            watcher.start()
+            try:
+                self.ingest_forever(lost)
+            finally:
+                lost.set()
+                watcher.join(timeout=check_every + 5)
+                self.leader.release()
+
     def run_forever(self) -> None:
         sender = threading.Thread(target=self.outbox_forever, name="outbox", daemon=True)
         sender.start()
+        reloader = RuleReloader(
+            self.cfg, self.sessions, self.pipeline, clock=self.pipeline.clock, notify=self.state.outbox_wake.set
+        )
+        watcher = threading.Thread(
+            target=reloader.run,
+            args=(self.state.stop, self.state.reload, self.cfg.service.rules_reload_seconds),
+            name="rules-reload",
+            daemon=True,
+        )
+        watcher.start()
+        scheduler = DigestScheduler(self.run_digests, self.cfg.digest) if self.digests is not None else None
+        if scheduler is not None:
+            scheduler.start(catch_up=True)
         try:
-            self.ingest_forever()
+            if isinstance(self.leader, SoleLeader):
+                self.ingest_forever()
+            else:
+                self.lead_forever()
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             self.state.stop.set()
             self.state.outbox_wake.set()
             sender.join(timeout=self.cfg.service.shutdown_grace_seconds)
@@ -281,9 +418,11 @@ def build_service(
 ) -> tuple[Service, Engine]:
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
-    decider = decider or build_decider(cfg, sessions=sessions)
+    roster, routing = load_roster_and_routing(cfg)
+    decider = decider or build_decider(cfg, sessions=sessions, roster_addresses=roster.addresses if roster else None)
     templates = Templates(cfg.resolve(cfg.paths.templates_dir))
-    pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock)
+    pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock, roster=roster, routing=routing)
+    digests = build_digests(cfg, sessions, roster, templates, clock) if roster is not None else None
     outbox = OutboxWorker(
         sessions,
         build_mailer(cfg),
@@ -292,7 +431,17 @@ def build_service(
         clock=clock,
         lease_seconds=max(cfg.smtp.timeout_seconds * 2, cfg.service.lease_seconds),
     )
-    return Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state), engine
+    leader: Leadership = SoleLeader()
+    if not db.is_sqlite(cfg.database.url):
+        leader = AdvisoryLockLeader(
+            engine,
+            sessions,
+            name=f"ingest:{cfg.source.kind}:{cfg.imap.username}@{cfg.imap.host}/{cfg.imap.folder}",
+            holder=cfg.service.instance_name,
+            lease_seconds=cfg.service.leader_check_seconds * 3,
+        )
+    service = Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state, leader=leader, digests=digests)
+    return service, engine
 
 
 def model_path(cfg: Config) -> Path:

@@ -274,3 +274,12 @@ def language(text: str) -> str:
     nl = sum(w in _NL_WORDS for w in words)
     en = sum(w in _EN_WORDS for w in words)
     return "en" if en > nl * 1.2 and en >= 3 else "nl"
+
+
+_REPLY_SUBJECT = re.compile(r"^\s*(?:re|antw|aw|sv|vs|ref)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
+
+
+def decision_subject(subject: str) -> str:
+    """The subject as far as it is new: a reply's subject ("Re: ...") repeats the old
+    conversation (often "SPOED ... vanavond" from last week), so it does not decide."""
+    return "" if _REPLY_SUBJECT.match(subject or "") else subject

@@ -17,7 +17,7 @@ from .classifier import TrainedModel, model_text
 from .guards import GuardPolicy, GuardResult, check
 from .mail import ParsedMail
 from .rules import Hit, MatchContext, RuleSet
-from .text import SplitText, language, new_text
+from .text import SplitText, decision_subject, language, new_text
 
 MODEL_SYMBOL = "MODEL_ACUTE"
 
@@ -45,13 +45,35 @@ class Decision:
 
     @property
     def auto_reply_blocked_by(self) -> str | None:
-        if self.label != "acute":
-            return f"label is {self.label}; only acute mail is answered"
-        return self.guard.blocked_by
+        if self.label == "preparation":
+            return "label is preparation; only acute mail is answered"
+        return self.guard.blocked_by  # acute: None unless a guard objects; automated: the machine markers
 
     @property
     def rule_symbols(self) -> list[str]:
         return [h.symbol for h in self.hits]
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    """What the rules and the model read of one mail: the same for deciding, training and evaluating."""
+
+    split: SplitText
+    context: MatchContext
+    model_text: str
+
+
+def decision_inputs(mail: ParsedMail) -> DecisionInputs:
+    split = new_text(mail)
+    subject = decision_subject(mail.subject)
+    ctx = MatchContext(
+        subject=subject,
+        body=split.new,
+        quoted=split.quoted,
+        headers=mail.headers,
+        sender_domain=mail.from_.domain.lower() if mail.from_ else "",
+    )
+    return DecisionInputs(split, ctx, model_text(subject, split.new))
 
 
 class Decider:
@@ -68,21 +90,25 @@ class Decider:
     def model_version(self) -> str:
         return self.model.version if self.model else "none"
 
+    def with_rules(self, rules: RuleSet, policy: GuardPolicy | None = None) -> Decider:
+        """A new Decider with ``rules`` (and ``policy``); a reload swaps whole Deciders, never mutates one."""
+        return Decider(
+            rules, self.model, policy or self.policy, threshold=self.threshold, model_weight=self.model_weight
+        )
+
+    def with_model(self, model: TrainedModel | None) -> Decider:
+        """A new Decider with another model (a backtest of a candidate model)."""
+        return Decider(self.rules, model, self.policy, threshold=self.threshold, model_weight=self.model_weight)
+
     def decide(self, mail: ParsedMail, *, explain: bool = False) -> Decision:
         guard = check(mail, self.policy)
-        split = new_text(mail)
-        ctx = MatchContext(
-            subject=mail.subject,
-            body=split.new,
-            quoted=split.quoted,
-            headers=mail.headers,
-            sender_domain=mail.from_.domain.lower() if mail.from_ else "",
-        )
+        inputs = decision_inputs(mail)
+        split, ctx = inputs.split, inputs.context
         hits = self.rules.evaluate(ctx)
         probability: float | None = None
         terms: tuple[tuple[str, float], ...] = ()
         if self.model is not None:
-            text = model_text(mail.subject, split.new)
+            text = inputs.model_text
             probability = self.model.acute_probability([text])[0]
             contribution = round(self.model_weight * (2.0 * probability - 1.0), 3)
             hits.append(

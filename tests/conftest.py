@@ -128,6 +128,8 @@ def make_config(tmp_path: Path, db_url: str, model_file: Path) -> Any:
                 "idle_renew_seconds = 600",
                 "read_timeout_seconds = 30",
             ]
+        else:
+            lines += ["[source]", 'kind = "maildir"', f'maildir = "{ROOT / "sample" / "mailbox"}"']
         if sink is not None:
             lines += [
                 "[smtp]",

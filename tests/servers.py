@@ -8,6 +8,7 @@ is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pwd
@@ -182,6 +183,11 @@ class DovecotServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            # imap processes with a logged-in client outlive the master: end them too, so that a
+            # stopped server really is gone (and nothing is left running after the tests)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc = None
 
     def restart(self) -> None:

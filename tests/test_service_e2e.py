@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import email
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from email import policy
@@ -171,3 +175,32 @@ def test_uidvalidity_change_rescans_without_duplicates(dovecot, mailbox_user, sm
     assert _count(service, Message) == 2
     assert _count(service, Case) == 2
     engine.dispose()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_within_seconds_on_a_signal(dovecot, mailbox_user, smtp_sink, make_config, tmp_path, signum):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "omo_mailbot.cli", "--config", str(tmp_path / "config.toml"), "run"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the mailbox is open (then it sits in IDLE)
+            if "mailbox open" in line or time.monotonic() > deadline:
+                break
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        code = proc.wait(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0
+    assert took < cfg.service.shutdown_grace_seconds + 3

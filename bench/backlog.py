@@ -1,0 +1,119 @@
+"""The backlog measurements, each in a fresh Python process (so VmHWM is this run's peak).
+
+    python -m bench.backlog floor PORT USER PASSWORD [BATCH]
+    python -m bench.backlog pipeline CONFIG [--profile OUT.html]
+
+Each prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    """VmHWM of this process (ru_maxrss would include a forking parent's peak)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, Any]:
+    """imapclient BODY.PEEK[] in batches plus mail-parser: the least any reader must do."""
+    import imapclient
+    import mailparser
+
+    client = imapclient.IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60)
+    client.login(user, password)
+    baseline = peak_rss_mb()
+    t0 = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search("ALL")
+    n, size = 0, 0
+    for start in range(0, len(uids), batch):
+        chunk = uids[start : start + batch]
+        for _uid, data in client.fetch(chunk, ["BODY.PEEK[]"]).items():
+            raw = data[b"BODY[]"]
+            parsed = mailparser.parse_from_bytes(raw)
+            _ = (parsed.subject, parsed.from_, parsed.text_plain)
+            n += 1
+            size += len(raw)
+    took = time.perf_counter() - t0
+    client.logout()
+    return {"n": n, "seconds": took, "rate": n / took, "mb": size / 1e6, "rss_mb": peak_rss_mb(), "rss_base": baseline}
+
+
+def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
+    """build_service + Service.ingest_pass on a fresh database, then the outbox drained."""
+    from sqlalchemy import func, select
+
+    from omo_mailbot import logs
+    from omo_mailbot.config import load_config
+    from omo_mailbot.models import OutboxMail, Verdict
+    from omo_mailbot.service import build_service
+
+    cfg = load_config(config)
+    logs.setup(cfg.service.log_level, "json")  # as in production: one JSON line per decision (stderr)
+    t0 = time.perf_counter()
+    service, engine = build_service(cfg)
+    built = time.perf_counter() - t0
+    baseline = peak_rss_mb()
+    profiler: Any = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.002)
+        profiler.start()
+    t1 = time.perf_counter()
+    uidvalidity = service.source.open()
+    n = service.ingest_pass(uidvalidity)
+    service.source.close()
+    t2 = time.perf_counter()
+    service.drain_outbox()
+    t3 = time.perf_counter()
+    if profiler is not None:
+        profiler.stop()
+        with open(profile, "w") as fh:
+            fh.write(profiler.output_html())
+        with open(profile.rsplit(".", 1)[0] + ".txt", "w") as fh:
+            fh.write(profiler.output_text(unicode=True, color=False))
+    with service.sessions() as s:
+        labels = dict(s.execute(select(Verdict.label, func.count()).group_by(Verdict.label)).all())
+        outbox = dict(s.execute(select(OutboxMail.status, func.count()).group_by(OutboxMail.status)).all())
+    engine.dispose()
+    return {
+        "n": n,
+        "seconds": t3 - t1,
+        "rate": n / (t3 - t1),
+        "ingest_seconds": t2 - t1,
+        "drain_seconds": t3 - t2,
+        "startup_seconds": built,
+        "labels": labels,
+        "outbox": outbox,
+        "rss_mb": peak_rss_mb(),
+        "rss_base": baseline,
+    }
+
+
+def main(argv: list[str]) -> int:
+    if argv[0] == "floor":
+        result = floor(int(argv[1]), argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 100)
+    elif argv[0] == "pipeline":
+        profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None
+        result = pipeline(argv[1], profile)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: it adds nothing to the figures
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""The clock that starts the daily digest (the only importer of apscheduler).
+
+APScheduler 3.x BackgroundScheduler with an in-memory job store: nothing to
+persist or share, because the guarantee lives in the database (the unique
+``digest_runs`` row), not in the scheduler. One job runs every day at
+``digest.time`` in ``digest.timezone`` and lets the work calendar decide
+whether it is a working day (so extra working days and holidays both work);
+one job runs once at start-up to catch up a digest missed during downtime.
+A generous misfire grace time covers a busy or suspended process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from .config import DigestConfig
+
+log = logging.getLogger(__name__)
+MISFIRE_GRACE_SECONDS = 6 * 3600
+
+
+class DigestScheduler:
+    def __init__(self, job: Callable[[], Any], cfg: DigestConfig) -> None:
+        self.job = job
+        self.tz = ZoneInfo(cfg.timezone)
+        hh, mm = cfg.time.split(":")
+        self.trigger = CronTrigger(hour=int(hh), minute=int(mm), timezone=self.tz)
+        self.scheduler: BackgroundScheduler | None = None
+
+    def _run(self) -> None:
+        try:
+            self.job()
+        except Exception:  # a failed digest must not stop the scheduler; the next run catches up
+            log.exception("digest run failed")
+
+    def start(self, *, catch_up: bool = True) -> None:
+        scheduler = BackgroundScheduler(jobstores={"default": MemoryJobStore()}, timezone=self.tz)
+        scheduler.add_job(
+            self._run,
+            self.trigger,
+            id="digest",
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            coalesce=True,
+            max_instances=1,
+        )
+        if catch_up:
+            scheduler.add_job(self._run, id="digest-catch-up", max_instances=1)  # no trigger: run now, once
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def next_run(self) -> Any:
+        if self.scheduler is None:
+            return None
+        job = self.scheduler.get_job("digest")
+        return None if job is None else job.next_run_time
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None

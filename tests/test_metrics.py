@@ -1,0 +1,180 @@
+"""Prometheus /metrics and /healthz, scraped over HTTP from a service that read real mail."""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from omo_mailbot.metrics import Health, Metrics, OpsServer, mail_kind, reason_code
+from omo_mailbot.ops import start_operations
+from omo_mailbot.outbox import enqueue
+from omo_mailbot.service import ServiceState, build_service, open_database
+
+from . import mails
+from .servers import DovecotServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _value(text: str, series: str) -> float:
+    m = re.search(rf"^{re.escape(series)} ([0-9.e+-]+)$", text, re.M)
+    assert m, f"{series} not in the scrape:\n{text}"
+    return float(m.group(1))
+
+
+def _metrics_extra(stuck: float = 600.0) -> str:
+    return f"[metrics]\nenabled = true\nport = {free_port()}\noutbox_stuck_seconds = {stuck}\n"
+
+
+def _append(dovecot: DovecotServer, user: str, *raws: bytes) -> None:
+    c = dovecot.client(user)
+    for raw in raws:
+        c.append("INBOX", raw)
+    c.logout()
+
+
+def test_a_pass_moves_the_counters_and_nothing_personal_is_in_the_labels(dovecot, mailbox_user, smtp_sink, make_config):
+    first = "<eerste-melding@gemeente-voorbeeld.nl>"
+    _append(
+        dovecot,
+        mailbox_user,
+        mails.acute(msgid=first),
+        mails.preparation(),
+        # the same conversation again: answered once per thread, so this one is suppressed
+        mails.acute(subject="Re: Demonstratie bij het gemeentehuis", in_reply_to=first),
+    )
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=_metrics_extra())
+    service, engine = build_service(cfg, state=ServiceState())
+    ops = start_operations(cfg, service, engine, env={})
+    try:
+        service.run_once()
+        status, text = _get(ops.server.port, "/metrics")
+        assert status == 200
+        assert _value(text, 'omo_mails_ingested_total{status="decided"}') == 3
+        assert _value(text, 'omo_mails_decided_total{label="acute"}') == 2
+        assert _value(text, 'omo_mails_decided_total{label="preparation"}') == 1
+        assert _value(text, "omo_replies_queued_total") == 1
+        assert _value(text, 'omo_replies_suppressed_total{reason="rate-limit-thread"}') == 1
+        assert _value(text, 'omo_mails_sent_total{kind="reply"}') == 1
+        assert _value(text, 'omo_mails_sent_total{kind="notification"}') == 2  # two duty alerts
+        assert _value(text, 'omo_outbox_mails{status="sent"}') == 3
+        assert _value(text, 'omo_outbox_mails{status="pending"}') == 0
+        assert _value(text, "omo_outbox_oldest_pending_age_seconds") == 0
+        assert _value(text, "omo_polls_total") == 1
+        assert 0 <= _value(text, "omo_seconds_since_last_poll") < 30
+        assert _value(text, "omo_imap_reconnects_total") == 0
+        assert _value(text, "omo_digest_runs_total") == 0
+        assert _value(text, "omo_database_up") == 1
+        assert "@" not in text and "Demonstratie" not in text  # no addresses or subjects in labels
+        status, body = _get(ops.server.port, "/healthz")
+        assert (status, body.splitlines()[0]) == (200, "ok"), body
+    finally:
+        ops.close()
+        engine.dispose()
+
+
+def test_healthz_fails_when_a_due_mail_is_stuck_in_the_outbox(dovecot, mailbox_user, make_config):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, extra=_metrics_extra(stuck=60))
+    engine, sessions = open_database(cfg)
+    server = OpsServer(Metrics(), Health(cfg, engine, sessions), "127.0.0.1", cfg.metrics.port).start()
+    try:
+        assert _get(server.port, "/healthz")[0] == 200
+        with sessions.begin() as s:
+            enqueue(
+                s,
+                kind="auto_reply",
+                raw=b"Subject: x\r\n\r\nx\r\n",
+                recipient="iemand@gemeente-voorbeeld.nl",
+                message_id="<stuck@minbzk.nl>",
+                now=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        status, body = _get(server.port, "/healthz")
+        assert status == 503
+        assert "outbox stuck" in body
+        assert _value(_get(server.port, "/metrics")[1], "omo_outbox_oldest_pending_age_seconds") >= 290
+    finally:
+        server.close()
+        engine.dispose()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.skipif(os.environ.get("OMO_TEST_DB") == "postgresql", reason="deletes the SQLite file")
+def test_healthz_fails_when_the_sqlite_file_is_gone(dovecot, mailbox_user, make_config):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, extra=_metrics_extra())
+    engine, sessions = open_database(cfg)
+    server = OpsServer(Metrics(), Health(cfg, engine, sessions), "127.0.0.1", cfg.metrics.port).start()
+    try:
+        assert _get(server.port, "/healthz")[0] == 200
+        db_file = Path(cfg.database.url[len("sqlite:///") :])
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db_file) + suffix).unlink(missing_ok=True)
+        status, body = _get(server.port, "/healthz")
+        assert status == 503
+        assert "database: the SQLite file" in body and "is gone" in body
+    finally:
+        server.close()
+        engine.dispose()
+
+
+def test_healthz_fails_when_the_database_does_not_answer(dovecot, mailbox_user, make_config):
+    from omo_mailbot.db import make_engine, session_factory
+
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, extra=_metrics_extra())
+    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing_here")
+    server = OpsServer(Metrics(), Health(cfg, engine, session_factory(engine)), "127.0.0.1", cfg.metrics.port).start()
+    try:
+        status, body = _get(server.port, "/healthz")
+        assert status == 503
+        assert "database: database unreachable" in body
+        assert _value(_get(server.port, "/metrics")[1], "omo_database_up") == 0
+    finally:
+        server.close()
+        engine.dispose()
+
+
+def test_healthz_fails_when_imap_is_down(tmp_path, make_config):
+    srv = DovecotServer(users={"omo": "omo-secret"})
+    srv.start()
+    try:
+        cfg = make_config(dovecot=srv, user="omo", extra=_metrics_extra())
+        engine, sessions = open_database(cfg)
+        health = Health(cfg, engine, sessions, imap_cache_seconds=0)
+        server = OpsServer(Metrics(), health, "127.0.0.1", cfg.metrics.port).start()
+        try:
+            assert _get(server.port, "/healthz")[0] == 200
+            srv.stop()
+            status, body = _get(server.port, "/healthz")
+            assert status == 503
+            assert f"imap: IMAP 127.0.0.1:{srv.port} unreachable" in body
+        finally:
+            server.close()
+            engine.dispose()
+    finally:
+        srv.cleanup()
+
+
+def test_reason_codes_and_kinds_never_carry_free_text():
+    assert reason_code("rate-limit-thread: already answered this conversation in the last 168 h") == (
+        "rate-limit-thread"
+    )
+    assert reason_code("robot-sender: noreply@example.org; precedence: bulk") == "robot-sender"
+    assert reason_code("Iemand <a@b.nl> schreef") == "other"
+    assert reason_code(None) == "other"
+    assert mail_kind(b"From: x\r\nAuto-Submitted: auto-replied\r\n\r\nbody") == "reply"
+    assert mail_kind(b"From: x\r\nAuto-Submitted: auto-generated\r\n\r\nAuto-Submitted: auto-replied") == (
+        "notification"
+    )

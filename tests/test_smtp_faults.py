@@ -1,0 +1,103 @@
+"""The SMTP receiver is down or refuses: replies wait in the outbox and go out once, in order."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import select
+
+from omo_mailbot.models import OutboxMail
+from omo_mailbot.service import build_service
+
+from .harness import append_all, backlog, reliable_config_extra
+
+pytestmark = pytest.mark.integration
+
+
+def _acute_backlog(n: int, prefix: str):
+    mails = []
+    seed = 0
+    while len(mails) < n:
+        mails += [m for m in backlog(n * 3, seed=seed, prefix=prefix) if m.kind == "acute"]
+        seed += 1
+    return mails[:n]
+
+
+def _rows(service) -> list[OutboxMail]:
+    with service.sessions() as s:
+        return list(s.execute(select(OutboxMail).order_by(OutboxMail.id)).scalars())
+
+
+def _drain_until(service, pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service.drain_outbox()
+        if pred(_rows(service)):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _received_ids(sink) -> list[str]:
+    import email
+
+    return [str(email.message_from_bytes(m.content)["Message-ID"]).strip() for m in sink.messages]
+
+
+def _restart(sink) -> None:
+    """A stopped aiosmtpd controller cannot start again: a new one on the same port, same handler."""
+    from aiosmtpd.controller import Controller
+
+    sink.controller = Controller(sink.controller.handler, hostname="127.0.0.1", port=sink.port, ready_timeout=5.0)
+    sink.start()
+
+
+@pytest.fixture
+def service(dovecot, mailbox_user, smtp_sink, make_config):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=reliable_config_extra())
+    append_all(dovecot, mailbox_user, [m.raw for m in _acute_backlog(3, "smtp")])
+    svc, engine = build_service(cfg)
+    yield svc
+    engine.dispose()
+
+
+def test_temporary_refusal_keeps_replies_in_the_outbox_and_sends_them_once_in_order(service, smtp_sink):
+    smtp_sink.refuse_with = "451 4.3.0 Probeer het later opnieuw"
+    service.run_once()
+    rows = _rows(service)
+    assert len(rows) == 6  # three replies and three duty alerts
+    assert smtp_sink.messages == []
+    assert all(r.status == "pending" and r.attempts >= 1 and "451" in (r.last_error or "") for r in rows)
+
+    smtp_sink.refuse_with = None
+    assert _drain_until(service, lambda rows: all(r.status == "sent" for r in rows), 15)
+    rows = _rows(service)
+    assert _received_ids(smtp_sink) == [r.message_id_header for r in rows]  # in queue order, each once
+
+
+def test_a_receiver_that_is_down_for_a_while_gets_everything_once_after_it_returns(service, smtp_sink):
+    smtp_sink.stop()
+    try:
+        service.run_once()
+        rows = _rows(service)
+        assert len(rows) == 6 and all(r.status == "pending" for r in rows)
+        assert all("SMTP" in (r.last_error or "") or "connect" in (r.last_error or "").lower() for r in rows)
+        time.sleep(1.0)
+        service.drain_outbox()  # still down: another failed attempt, nothing lost
+        assert all(r.status == "pending" for r in _rows(service))
+    finally:
+        _restart(smtp_sink)
+    assert _drain_until(service, lambda rows: all(r.status == "sent" for r in rows), 15)
+    assert _received_ids(smtp_sink) == [r.message_id_header for r in _rows(service)]
+
+
+def test_a_permanent_refusal_parks_the_mail_as_failed_without_retrying(service, smtp_sink):
+    smtp_sink.refuse_with = "550 5.1.1 Onbekende ontvanger"
+    service.run_once()
+    time.sleep(1.5)  # longer than the whole backoff: nothing may be tried again
+    service.drain_outbox()
+    rows = _rows(service)
+    assert len(rows) == 6
+    assert all(r.status == "failed" and r.attempts == 1 and "550" in (r.last_error or "") for r in rows)
+    assert smtp_sink.messages == []
