@@ -11,9 +11,7 @@ retries resend the very same message.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
@@ -24,15 +22,12 @@ from sqlalchemy.orm import Session
 from .config import AutoReplyConfig, SmtpConfig
 from .mail import Address, ParsedMail
 from .models import Bounce, OutboxMail
+from .outgoing import machine_message, new_message_id
 from .templating import Templates
 from .verdict import Decision
 
 REPLY_PREFIX = "omo-reply."
 ALERT_PREFIX = "omo-alert."
-
-
-def new_message_id(prefix: str, domain: str) -> str:
-    return f"<{prefix}{secrets.token_hex(12)}@{domain}>"
 
 
 def thread_key(mail: ParsedMail) -> str:
@@ -107,21 +102,18 @@ def build_reply(
         "next_working_day": next_working_day,
         "our_address": smtp.from_address,
     }
-    msg = EmailMessage()
     message_id = new_message_id(REPLY_PREFIX, smtp.message_id_domain)
-    msg["From"] = formataddr((smtp.from_name, smtp.from_address))
-    msg["To"] = formataddr((recipient.name, recipient.addr))
-    msg["Subject"] = _subject(mail.subject, reference, lang)
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    if mail.message_id:
-        msg["In-Reply-To"] = mail.message_id
-        msg["References"] = " ".join([*mail.references[-10:], mail.message_id])
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "bulk"
-    msg[ar.loop_header] = smtp.from_address
-    msg["Content-Language"] = lang
+    msg = machine_message(
+        smtp,
+        ar.loop_header,
+        to=formataddr((recipient.name, recipient.addr)),
+        subject=_subject(mail.subject, reference, lang),
+        message_id=message_id,
+        now=now,
+        kind="auto-replied",
+        answering=mail,
+        language=lang,
+    )
     msg.set_content(templates.render_text(f"acute_reply.{lang}.txt", context))
     msg.add_alternative(templates.render_html(f"acute_reply.{lang}.html", context), subtype="html")
     return msg.as_bytes(policy=SMTP), message_id
@@ -156,16 +148,10 @@ def build_duty_alert(
         "sent": sent,
         "excerpt": excerpt,
     }
-    msg = EmailMessage()
     message_id = new_message_id(ALERT_PREFIX, smtp.message_id_domain)
-    msg["From"] = formataddr((smtp.from_name, smtp.from_address))
-    msg["To"] = to
-    msg["Subject"] = f"[ACUUT {reference}] {mail.subject or '(geen onderwerp)'}"[:250]
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "bulk"
-    msg[ar.loop_header] = smtp.from_address
+    subject = f"[ACUUT {reference}] {mail.subject or '(geen onderwerp)'}"
+    msg = machine_message(
+        smtp, ar.loop_header, to=to, subject=subject, message_id=message_id, now=now, kind="auto-generated"
+    )
     msg.set_content(templates.render_text("duty_alert.txt", context))
     return msg.as_bytes(policy=SMTP), message_id

@@ -22,19 +22,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from . import cases, relabels
-from .autoreply import new_message_id
 from .config import Config
 from .mail import ParsedMail
 from .models import Case, Message
 from .outbox import enqueue
+from .outgoing import machine_message, new_message_id
 from .roster import Roster
 from .templating import Templates
 
@@ -233,20 +231,19 @@ def build_reply(
 ) -> tuple[bytes, str]:
     """The one answer to a command mail: what was done, what was not and why."""
     assert mail.from_ is not None
-    msg = EmailMessage()
     message_id = new_message_id(COMMAND_PREFIX, cfg.smtp.message_id_domain)
-    msg["From"] = formataddr((cfg.smtp.from_name, cfg.smtp.from_address))
-    msg["To"] = mail.from_.addr
     subject = mail.subject.strip() or "opdrachten"
-    msg["Subject"] = (subject if subject.lower().startswith("re:") else f"Re: {subject}")[:250]
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    if mail.message_id:
-        msg["In-Reply-To"] = mail.message_id
-        msg["References"] = " ".join([*mail.references[-10:], mail.message_id])
-    msg["Auto-Submitted"] = "auto-replied"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg[cfg.autoreply.loop_header] = cfg.smtp.from_address
+    msg = machine_message(
+        cfg.smtp,
+        cfg.autoreply.loop_header,
+        to=mail.from_.addr,
+        subject=subject if subject.lower().startswith("re:") else f"Re: {subject}",
+        message_id=message_id,
+        now=now,
+        kind="auto-replied",
+        answering=mail,
+        language="nl",
+    )
     context = {
         "name": mail.from_.name or mail.from_.addr,
         "results": [{"line": r.line, "done": r.done, "text": r.text} for r in results],

@@ -23,9 +23,8 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import formataddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,10 +34,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .autoreply import new_message_id
 from .config import Config
 from .models import Case, CaseEvent, DigestRun, Message, OutboxMail, Verdict
 from .outbox import enqueue
+from .outgoing import machine_message, new_message_id
 from .roster import Person, Roster
 from .templating import Templates
 from .workdays import DAY_NAMES_NL, WorkCalendar, format_day
@@ -315,17 +314,17 @@ class DigestBuilder:
     def mail(self, person: Person, context: dict[str, Any], now: datetime) -> tuple[bytes, str]:
         html, text = self.render(context)
         smtp = self.cfg.smtp
-        msg = EmailMessage()
         message_id = new_message_id(DIGEST_PREFIX, smtp.message_id_domain)
-        msg["From"] = formataddr((smtp.from_name, smtp.from_address))
-        msg["To"] = formataddr((person.name, person.address))
-        msg["Subject"] = self.subject(context)[:250]
-        msg["Date"] = format_datetime(now)
-        msg["Message-ID"] = message_id
-        msg["Auto-Submitted"] = "auto-generated"
-        msg["X-Auto-Response-Suppress"] = "All"
-        msg[self.cfg.autoreply.loop_header] = smtp.from_address
-        msg["Content-Language"] = "nl"
+        msg = machine_message(
+            smtp,
+            self.cfg.autoreply.loop_header,
+            to=formataddr((person.name, person.address)),
+            subject=self.subject(context),
+            message_id=message_id,
+            now=now,
+            kind="auto-generated",
+            language="nl",
+        )
         msg.set_content(text)
         msg.add_alternative(html, subtype="html")
         return msg.as_bytes(policy=SMTP), message_id

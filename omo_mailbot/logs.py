@@ -64,7 +64,7 @@ def setup(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # libraries that would print message data at DEBUG stay quiet unless asked for
-    for noisy in ("imapclient", "imapclient.imaplib", "alembic", "apscheduler", "aiosmtpd"):
+    for noisy in ("imapclient", "imapclient.imaplib", "alembic", "apscheduler", "mail.log"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # mail-parser warns for every MIME part type it does not render: noise, not news
     logging.getLogger("mailparser").setLevel(logging.ERROR)

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Config
 from .errors import Problem
 from .outbox import enqueue
+from .outgoing import machine_message
 from .roster import Roster
 from .routing import Routing
 from .rulecheck import OperatorFiles, check_operator_files, fingerprint, watched_files
@@ -218,15 +217,14 @@ def build_alert(
         "",
         "Fix the files and save them again (or send SIGHUP); `omo-mailbot rules check` shows the same list.",
     ]
-    msg = EmailMessage()
-    msg["From"] = formataddr((cfg.smtp.from_name, cfg.smtp.from_address))
-    msg["To"] = to
-    msg["Subject"] = f"[omo-mailbot] rules change refused: {len(problems)} problem(s)"
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["Precedence"] = "bulk"
-    msg[cfg.autoreply.loop_header] = cfg.smtp.from_address
+    msg = machine_message(
+        cfg.smtp,
+        cfg.autoreply.loop_header,
+        to=to,
+        subject=f"[omo-mailbot] rules change refused: {len(problems)} problem(s)",
+        message_id=message_id,
+        now=now,
+        kind="auto-generated",
+    )
     msg.set_content("\n".join(body) + "\n")
     return msg.as_bytes(policy=SMTP), message_id
