@@ -203,7 +203,11 @@ def run_evaluation(cfg: Config, out: Path, *, folds: int = 5, plot: bool = True)
         curves = {"cv": ([i.label for i in train], cv_scores), "test": ([i.label for i in test], test_scores)}
         if holdout:
             curves["holdout"] = ([i.label for i in holdout], holdout_scores)
-        _plot(out / "tradeoff.png", curves, threshold)
+        try:
+            _plot(out / "tradeoff.png", curves, threshold)
+        except ImportError:
+            plot = False
+            print("no plot: matplotlib is not installed (pip install 'omo-mailbot[plot]')")
     print(report)
     print(f"written: {out / 'report.txt'}, {out / 'summary.json'}" + (f", {out / 'tradeoff.png'}" if plot else ""))
     return 0

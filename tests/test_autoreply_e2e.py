@@ -100,3 +100,35 @@ def test_retries_resend_the_same_message_id(dovecot, mailbox_user, smtp_sink, ma
     (reply,) = [m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]
     assert email.message_from_bytes(reply.content)["Message-ID"] == row.message_id_header
     engine.dispose()
+
+
+def _bounce_for(address: str) -> bytes:
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.gemeente-voorbeeld.nl>\r\n"
+        "To: Omo@minbzk.nl\r\nReturn-Path: <>\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <bounce-1@mx.gemeente-voorbeeld.nl>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.gemeente-voorbeeld.nl\r\n\r\n"
+        f"Final-Recipient: rfc822; {address}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "--b1--\r\n"
+    ).encode()
+
+
+def test_a_hard_bounce_is_no_case_and_stops_replies_to_that_address(dovecot, mailbox_user, smtp_sink, make_config):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    imap = dovecot.client(mailbox_user)
+    imap.append("INBOX", _bounce_for("els.vermeer@gemeente-voorbeeld.nl"))
+    imap.append("INBOX", mails.acute())
+    imap.logout()
+    service, engine = build_service(cfg)
+    service.run_once()
+    assert not [m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]
+    with service.sessions() as s:
+        verdicts = s.execute(select(Verdict).order_by(Verdict.id)).scalars().all()
+        cases = s.execute(select(func.count(Case.id))).scalar_one()
+    bounce, acute = verdicts
+    assert bounce.label == "automated"
+    assert acute.label == "acute" and (acute.auto_reply_blocked_by or "").startswith("hard-bounce")
+    assert cases == 1, "the bounce itself never becomes a case"
+    engine.dispose()
