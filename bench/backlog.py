@@ -1,7 +1,7 @@
 """The backlog measurements, each in a fresh Python process (so VmHWM is this run's peak).
 
     python -m bench.backlog floor PORT USER PASSWORD [BATCH]
-    python -m bench.backlog pipeline CONFIG [--profile OUT.html]
+    python -m bench.backlog pipeline CONFIG [--profile OUT.txt]
 
 Each prints one JSON object on stdout.
 """
@@ -80,8 +80,6 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
     if profiler is not None:
         profiler.stop()
         with open(profile, "w") as fh:
-            fh.write(profiler.output_html())
-        with open(profile.rsplit(".", 1)[0] + ".txt", "w") as fh:
             fh.write(profiler.output_text(unicode=True, color=False))
     with service.sessions() as s:
         labels = dict(s.execute(select(Verdict.label, func.count()).group_by(Verdict.label)).all())

@@ -181,11 +181,12 @@ class TrainedModel:
         def decide(text: str) -> float:
             total = 0.0
             for analyze, vocab, idf, weights in parts:
-                counts = Counter(i for i in map(vocab.get, analyze(text)) if i is not None)
-                if not counts:
+                known = [(i, n) for gram, n in Counter(analyze(text)).items() if (i := vocab.get(gram)) is not None]
+                if not known:
                     continue
-                keys = np.fromiter(counts.keys(), dtype=np.intp, count=len(counts))
-                values = (np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts))) + 1.0) * idf[keys]
+                keys = np.fromiter((i for i, _ in known), dtype=np.intp, count=len(known))
+                tf = np.fromiter((n for _, n in known), dtype=np.float64, count=len(known))
+                values = (np.log(tf) + 1.0) * idf[keys]
                 norm = float(np.sqrt(values @ values))
                 if norm > 0.0:
                     total += float(values @ weights[keys]) / norm

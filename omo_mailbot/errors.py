@@ -87,5 +87,9 @@ class TransientDeliveryError(DeliveryError):
     pass
 
 
+class ReceiverUnavailable(TransientDeliveryError):
+    """The SMTP server cannot be reached, hung up or said 421: every queued mail waits, in order."""
+
+
 class PermanentDeliveryError(DeliveryError):
     pass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import SmtpConfig
-from .errors import PermanentDeliveryError, TransientDeliveryError
+from .errors import PermanentDeliveryError, ReceiverUnavailable, TransientDeliveryError
 
 TRANSIENT_5XX = {421, 451, 452}
 
@@ -28,6 +28,8 @@ class Mailer(Protocol):
 
 
 def _classify(code: int, text: str) -> Exception:
+    if code == 421:  # service not available, closing the channel: the receiver, not this mail
+        return ReceiverUnavailable(f"SMTP {code}: {text[:200]}")
     if 400 <= code < 500 or code in TRANSIENT_5XX:
         return TransientDeliveryError(f"SMTP {code}: {text[:200]}")
     return PermanentDeliveryError(f"SMTP {code}: {text[:200]}")
@@ -68,9 +70,7 @@ class SmtpMailer:
         except smtplib.SMTPResponseException as exc:
             raise _classify(exc.smtp_code, str(exc.smtp_error)) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientDeliveryError(
-                f"cannot reach SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise ReceiverUnavailable(f"cannot reach SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None
         return conn
 
     def connect(self) -> None:
@@ -87,7 +87,7 @@ class SmtpMailer:
             except smtplib.SMTPServerDisconnected:
                 self.close()
                 if attempt == 2:
-                    raise TransientDeliveryError("SMTP server disconnected") from None
+                    raise ReceiverUnavailable("SMTP server disconnected") from None
                 continue  # a persistent connection may have timed out: one fresh try
             except smtplib.SMTPRecipientsRefused as exc:
                 code, text = next(iter(exc.recipients.values()))
@@ -97,7 +97,7 @@ class SmtpMailer:
                 raise _classify(exc.smtp_code, str(exc.smtp_error)) from None
             except (OSError, smtplib.SMTPException) as exc:
                 self.close()
-                raise TransientDeliveryError(f"SMTP send failed: {type(exc).__name__}: {exc}") from None
+                raise ReceiverUnavailable(f"SMTP send failed: {type(exc).__name__}: {exc}") from None
             if refused:
                 code, text = next(iter(refused.values()))
                 raise _classify(code, str(text))

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import SmtpConfig
-from .errors import PermanentDeliveryError, TransientDeliveryError
+from .errors import PermanentDeliveryError, ReceiverUnavailable, TransientDeliveryError
 from .mailer import Mailer
 from .models import OutboxMail
 
@@ -142,9 +142,15 @@ class OutboxWorker:
         if allowance == 0:
             stats.throttled = True
             return stats
-        for row_id, envelope_from, recipient, raw, attempts in self._claim(min(limit, allowance)):
+        claimed = self._claim(min(limit, allowance))
+        for index, (row_id, envelope_from, recipient, raw, attempts) in enumerate(claimed):
             try:
                 self.mailer.send(envelope_from, recipient, raw)
+            except ReceiverUnavailable as exc:
+                # the receiver is down, not this mail: nothing may overtake it once the receiver is back
+                self._record_failure(row_id, attempts, str(exc), permanent=False, stats=stats)
+                self._hold_behind(row_id, [c[0] for c in claimed[index + 1 :]])
+                break
             except TransientDeliveryError as exc:
                 self._record_failure(row_id, attempts, str(exc), permanent=False, stats=stats)
                 continue
@@ -187,6 +193,29 @@ class OutboxWorker:
         else:
             stats.retried += 1
             log.info("outbox send failed, will retry", extra={"outbox_id": row_id, "attempts": attempts})
+
+    def _hold_behind(self, failed_id: int, unsent: list[int]) -> None:
+        """Keep queue order through an outage: claimed rows go back untried, and no row queued
+        after ``failed_id`` becomes due before it."""
+        with self.sessions.begin() as s:
+            until = s.execute(select(OutboxMail.next_attempt_at).where(OutboxMail.id == failed_id)).scalar_one()
+            if unsent:
+                s.execute(
+                    update(OutboxMail)
+                    .where(OutboxMail.id.in_(unsent), OutboxMail.status == "sending")
+                    .values(
+                        status="pending",
+                        lease_until=None,
+                        lease_holder=None,
+                        attempts=OutboxMail.attempts - 1,
+                        next_attempt_at=until,
+                    )
+                )
+            s.execute(
+                update(OutboxMail)
+                .where(OutboxMail.status == "pending", OutboxMail.id > failed_id, OutboxMail.next_attempt_at < until)
+                .values(next_attempt_at=until)
+            )
 
     def next_due_in(self) -> float | None:
         """Seconds until the next pending row is due, or None when nothing is pending."""

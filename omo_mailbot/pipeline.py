@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,11 +78,19 @@ def sync_cursor(sessions: sessionmaker[Session], mailbox: str, uidvalidity: int,
 
 
 def _advance(session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime) -> None:
-    cur = read_cursor(session, mailbox)
-    if cur is None:
+    """Move the cursor forward (never back) in the caller's transaction: one UPDATE, no read."""
+    moved = session.execute(
+        update(MailboxCursor)
+        .where(
+            MailboxCursor.mailbox == mailbox,
+            MailboxCursor.uidvalidity == uidvalidity,
+            MailboxCursor.last_uid < uid,
+        )
+        .values(last_uid=uid, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not getattr(moved, "rowcount", 0) and read_cursor(session, mailbox) is None:
         session.add(MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=uid, updated_at=now))
-    elif cur.uidvalidity == uidvalidity and uid > cur.last_uid:
-        cur.last_uid, cur.updated_at = uid, now
 
 
 def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:

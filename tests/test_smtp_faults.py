@@ -80,16 +80,20 @@ def test_a_receiver_that_is_down_for_a_while_gets_everything_once_after_it_retur
     smtp_sink.stop()
     try:
         service.run_once()
-        rows = _rows(service)
+        first, *rest = rows = _rows(service)
         assert len(rows) == 6 and all(r.status == "pending" for r in rows)
-        assert all("SMTP" in (r.last_error or "") or "connect" in (r.last_error or "").lower() for r in rows)
+        assert "cannot reach SMTP" in (first.last_error or "")
+        # the receiver is down, not a mail: the others wait behind the first, untried
+        assert all(r.attempts == 0 and r.next_attempt_at >= first.next_attempt_at for r in rest)
         time.sleep(1.0)
-        service.drain_outbox()  # still down: another failed attempt, nothing lost
-        assert all(r.status == "pending" for r in _rows(service))
+        service.drain_outbox()  # still down: one more try of the first mail, nothing lost
+        rows = _rows(service)
+        assert all(r.status == "pending" for r in rows) and rows[0].attempts == 2
     finally:
         _restart(smtp_sink)
     assert _drain_until(service, lambda rows: all(r.status == "sent" for r in rows), 15)
-    assert _received_ids(smtp_sink) == [r.message_id_header for r in _rows(service)]
+    rows = _rows(service)
+    assert _received_ids(smtp_sink) == [r.message_id_header for r in rows], [(r.id, r.attempts) for r in rows]
 
 
 def test_a_permanent_refusal_parks_the_mail_as_failed_without_retrying(service, smtp_sink):
@@ -101,3 +105,50 @@ def test_a_permanent_refusal_parks_the_mail_as_failed_without_retrying(service, 
     assert len(rows) == 6
     assert all(r.status == "failed" and r.attempts == 1 and "550" in (r.last_error or "") for r in rows)
     assert smtp_sink.messages == []
+
+
+class FlakyReceiver:
+    """A Mailer whose receiver is unreachable for the first ``failures`` sends, then accepts everything."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.accepted: list[bytes] = []
+
+    def send(self, envelope_from: str, recipient: str, raw: bytes) -> None:
+        from omo_mailbot.errors import ReceiverUnavailable
+
+        if self.failures:
+            self.failures -= 1
+            raise ReceiverUnavailable("cannot reach SMTP 127.0.0.1:25: ConnectionRefusedError")
+        self.accepted.append(raw)
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_receiver_that_fails_once_more_at_recovery_does_not_let_later_mail_overtake(make_config):
+    from datetime import UTC, datetime
+
+    from omo_mailbot.outbox import OutboxWorker, enqueue
+    from omo_mailbot.service import open_database
+
+    cfg = make_config(extra="[smtp]\nbackoff_base_seconds = 0.2\nbackoff_max_seconds = 1.0\n")
+    engine, sessions = open_database(cfg)
+    with sessions.begin() as s:
+        for i in range(5):
+            enqueue(
+                s,
+                kind="auto_reply",
+                raw=f"mail {i}".encode(),
+                recipient=f"r{i}@x.example",
+                message_id=f"<m{i}@x>",
+                now=datetime.now(UTC),
+            )
+    receiver = FlakyReceiver(failures=2)
+    worker = OutboxWorker(sessions, receiver, cfg.smtp, holder="t", clock=lambda: datetime.now(UTC))
+    deadline = time.monotonic() + 10
+    while len(receiver.accepted) < 5 and time.monotonic() < deadline:
+        worker.run_once()
+        time.sleep(0.05)
+    engine.dispose()
+    assert receiver.accepted == [f"mail {i}".encode() for i in range(5)]

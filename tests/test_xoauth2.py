@@ -226,3 +226,16 @@ def test_smtp_names_oauth_when_the_token_is_refused(xoauth2_sink):
         mailer.send("", "iemand@gemeente-voorbeeld.nl", b"Subject: test\r\n\r\nHallo\r\n")
     mailer.close()
     assert xoauth2_sink.received == []
+
+
+def test_check_config_live_logs_in_with_xoauth2_and_names_oauth_when_the_secret_is_wrong(
+    oauth_dovecot, xoauth2_sink, idp, monkeypatch
+):
+    from omo_mailbot.live_check import check_imap, check_smtp
+
+    oauth = _oauth_config(idp, monkeypatch)
+    assert check_imap(_imap_config(oauth_dovecot), oauth) is None
+    assert check_smtp(_smtp_config(xoauth2_sink.port), oauth) is None
+    wrong = _oauth_config(idp, monkeypatch, secret="wrong")
+    assert (check_imap(_imap_config(oauth_dovecot), wrong) or "").startswith("[oauth] / imap.username")
+    assert (check_smtp(_smtp_config(xoauth2_sink.port), wrong) or "").startswith("[oauth]")
