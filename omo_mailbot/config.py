@@ -126,6 +126,31 @@ class DecisionConfig:
     auto_train: bool = True
 
 
+# Local parts of robot senders (globs): bounce daemons, list software, no-reply addresses.
+# The auto-reply guards use this list unless autoreply.robot_local_parts overrides it.
+ROBOT_LOCAL_PARTS: tuple[str, ...] = (
+    "mailer-daemon",
+    "postmaster",
+    "listserv",
+    "majordomo",
+    "owner-*",
+    "*-owner",
+    "*-request",
+    "*-bounce",
+    "*-bounces",
+    "bounce-*",
+    "bounces",
+    "noreply*",
+    "no-reply*",
+    "no_reply*",
+    "donotreply*",
+    "do-not-reply*",
+    "do_not_reply*",
+    "mailman",
+    "root",
+)
+
+
 @dataclass(frozen=True)
 class AutoReplyConfig:
     """When acute mail is answered, and the brakes that keep us from answering machines."""
@@ -133,29 +158,7 @@ class AutoReplyConfig:
     enabled: bool = True
     acknowledge_preparation: bool = False
     own_addresses: list[str] = field(default_factory=lambda: ["omo@minbzk.nl"])
-    robot_local_parts: list[str] = field(
-        default_factory=lambda: [
-            "mailer-daemon",
-            "postmaster",
-            "listserv",
-            "majordomo",
-            "owner-*",
-            "*-owner",
-            "*-request",
-            "*-bounce",
-            "*-bounces",
-            "bounce-*",
-            "bounces",
-            "noreply*",
-            "no-reply*",
-            "no_reply*",
-            "donotreply*",
-            "do-not-reply*",
-            "do_not_reply*",
-            "mailman",
-            "root",
-        ]
-    )
+    robot_local_parts: list[str] = field(default_factory=lambda: list(ROBOT_LOCAL_PARTS))
     per_thread_max: int = 1
     per_thread_window_hours: float = 168.0
     per_sender_max: int = 3

@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .config import ROBOT_LOCAL_PARTS
 from .mail import Address, ParsedMail, valid_address
 
 if TYPE_CHECKING:  # only for the type of from_config's argument; no runtime import
@@ -48,28 +49,6 @@ class Reason:
     detail: str
     automated: bool
 
-
-_DEFAULT_ROBOT_LOCAL_PARTS: tuple[str, ...] = (
-    "mailer-daemon",
-    "postmaster",
-    "listserv",
-    "majordomo",
-    "owner-*",
-    "*-owner",
-    "*-request",
-    "*-bounce",
-    "*-bounces",
-    "bounce-*",
-    "bounces",
-    "noreply*",
-    "no-reply*",
-    "no_reply*",
-    "donotreply*",
-    "do-not-reply*",
-    "do_not_reply*",
-    "mailman",
-    "root",
-)
 
 # Robot local parts whose mail is machine-written (bounces, list software,
 # system daemons). A From matching one of these -- and also a glob of the
@@ -100,7 +79,7 @@ class GuardPolicy:
 
     own_addresses: frozenset[str]
     roster_addresses: frozenset[str] = frozenset()
-    robot_local_parts: tuple[str, ...] = _DEFAULT_ROBOT_LOCAL_PARTS
+    robot_local_parts: tuple[str, ...] = ROBOT_LOCAL_PARTS
     loop_header: str = "X-Omo-Loop"
     auto_reply_msgid_prefix: str = "omo-reply."
 
