@@ -107,10 +107,33 @@ def _print_run_table(outcomes: Sequence[Any], cfg: Config) -> None:
     print(f"{len(outcomes)} mails: {summary}; {replies} auto-replies queued")
 
 
+class _Progress:
+    """`run --once` on a long backlog: a running count on the terminal (not in pipes or logs)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.labels: dict[str, int] = {}
+        self.live = sys.stderr.isatty()
+
+    def outcome(self, outcome: Any) -> None:
+        self.count += 1
+        key = outcome.label or outcome.status
+        self.labels[key] = self.labels.get(key, 0) + 1
+        if self.live and self.count % 10 == 0:
+            summary = ", ".join(f"{v} {k}" for k, v in sorted(self.labels.items()))
+            print(f"\r  {self.count} mails processed ({summary})", end="", file=sys.stderr, flush=True)
+
+    def polled(self) -> None:
+        if self.live and self.count >= 10:
+            print(file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace, cfg: Config) -> int:
     from .service import ServiceState, build_service
 
     state = ServiceState(keep_outcomes=args.once)
+    if args.once:
+        state.observers.append(_Progress())
     with db.single_instance_lock(cfg.database.url):
         service, engine = build_service(cfg, state=state)
 
