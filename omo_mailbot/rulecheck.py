@@ -31,7 +31,7 @@ from . import tomlfile
 from .errors import ConfigError, Problem
 from .roster import Roster, load_roster
 from .routing import Routing, load_routing
-from .rules import Rule, RuleSet, content_hash, parse_rule_docs, rule_files
+from .rules import Rule, RuleSet, content_hash, parse_rule_docs, read_docs, rule_files
 from .tomlfile import TomlDoc
 from .verdict import MODEL_SYMBOL
 
@@ -64,12 +64,7 @@ def check_rules_dir(directory: Path, *, threshold: float | None = None, model_we
         return report
     problems: list[Problem] = []
     docs: list[TomlDoc] = []
-    for path in files:
-        try:
-            doc = tomlfile.load(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
+    for doc in read_docs(files, problems):
         problems.extend(_file_shape(doc))
         if isinstance(doc.data.get("rule"), list):
             docs.append(doc)

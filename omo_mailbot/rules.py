@@ -392,21 +392,24 @@ def parse_rule_docs(docs: Sequence[TomlDoc], problems: list[Problem]) -> list[Ru
     return rules
 
 
+def read_docs(files: Iterable[Path], problems: list[Problem]) -> list[TomlDoc]:
+    """Parse each file; a file that does not parse adds its problem and is left out."""
+    docs: list[TomlDoc] = []
+    for path in files:
+        try:
+            docs.append(tomlfile.load(path))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return docs
+
+
 def load_rules(directory: Path, *, only: Iterable[str] | None = None) -> RuleSet:
     """Load every ``*.toml`` in ``directory`` holding ``[[rule]]`` tables; raise on any problem."""
     if not directory.is_dir():
         raise ConfigError([Problem(str(directory), None, "", "rules directory not found")])
     files = [f for f in rule_files(directory) if only is None or f.name in set(only)]
     problems: list[Problem] = []
-    docs: list[TomlDoc] = []
-    for path in files:
-        try:
-            doc = tomlfile.load(path)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-            continue
-        if "rule" in doc.data:
-            docs.append(doc)
+    docs = [doc for doc in read_docs(files, problems) if "rule" in doc.data]
     rules = parse_rule_docs(docs, problems)
     if problems:
         raise ConfigError(problems)
