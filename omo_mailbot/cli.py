@@ -326,7 +326,13 @@ def cmd_rules_check(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omo-mailbot", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="omo-mailbot",
+        description="Reads the Omo@minbzk.nl mailbox: tells acute unrest from preparation questions, answers "
+        "acute mail with guidance at once, never answers a machine, and queues cases for contact persons.",
+        epilog="Exit status: 0 fine, 1 a check found problems, 2 configuration or usage error, "
+        "3 the mailbox refused the login, 4 another instance is running.",
+    )
     p.add_argument("--config", default="config.toml", help="TOML config file (default ./config.toml)")
     p.add_argument("--version", action="version", version=f"omo-mailbot {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
