@@ -94,7 +94,9 @@ def build_reply(
     reference: str,
     next_working_day: str,
     now: datetime,
+    template: str = "acute_reply",
 ) -> tuple[bytes, str]:
+    """The automatic answer: ``acute_reply`` (guidance) or ``preparation_ack`` (an acknowledgement)."""
     lang = "en" if decision.language == "en" else "nl"
     context = {
         "name": recipient.name,
@@ -114,8 +116,8 @@ def build_reply(
         answering=mail,
         language=lang,
     )
-    msg.set_content(templates.render_text(f"acute_reply.{lang}.txt", context))
-    msg.add_alternative(templates.render_html(f"acute_reply.{lang}.html", context), subtype="html")
+    msg.set_content(templates.render_text(f"{template}.{lang}.txt", context))
+    msg.add_alternative(templates.render_html(f"{template}.{lang}.html", context), subtype="html")
     return msg.as_bytes(policy=SMTP), message_id
 
 

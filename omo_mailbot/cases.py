@@ -18,7 +18,6 @@ from .mail import ParsedMail
 from .models import Case, CaseEvent, Counter, Message, OutboxMail
 
 REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
-STATUSES = ("new", "assigned", "in_progress", "referred", "closed")
 SYSTEM = "omo-mailbot"
 
 

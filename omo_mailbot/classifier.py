@@ -265,7 +265,7 @@ def save(model: TrainedModel, path: Path) -> None:
     tmp.replace(path)
 
 
-def load(path: Path, *, expected_data_hash: str | None = None) -> TrainedModel:
+def load(path: Path) -> TrainedModel:
     import skops.io as sio
 
     hint = "run `omo-mailbot train` to build a new one"
@@ -293,8 +293,6 @@ def load(path: Path, *, expected_data_hash: str | None = None) -> TrainedModel:
             f"model file {path} was trained with scikit-learn {meta.get('sklearn')}, "
             f"this installation has {sklearn.__version__}; {hint}"
         )
-    if expected_data_hash is not None and meta.get("data_hash") != expected_data_hash:
-        raise ModelError(f"model file {path} was trained on other data than the current corpus and relabels; {hint}")
     return TrainedModel(estimator, meta)
 
 

@@ -14,12 +14,12 @@ Nothing is read, changed or sent.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 from .config import Config, ImapConfig, OAuthConfig, SmtpConfig
 from .errors import AuthenticationFailed, DeliveryError, FolderMissing, PermanentDeliveryError, TransientMailboxError
 from .mailbox import ImapSource
 from .mailer import SmtpMailer
+from .service import token_provider
 
 
 def _reachable(host: str, port: int, section: str) -> str | None:
@@ -31,12 +31,6 @@ def _reachable(host: str, port: int, section: str) -> str | None:
             f"{section}.host / {section}.port: nothing answers at {host}:{port} "
             f"({type(exc).__name__}: {exc.strerror or exc})"
         )
-
-
-def _tokens(oauth: OAuthConfig) -> Callable[[], str]:
-    from .oauth import TokenSource
-
-    return TokenSource(oauth).token
 
 
 def _credentials_problem(section: str, auth: str, username: str, password_env: str, password: str) -> str | None:
@@ -56,7 +50,7 @@ def check_imap(imap: ImapConfig, oauth: OAuthConfig) -> str | None:
     )
     if problem:
         return problem
-    source = ImapSource(imap, token_provider=_tokens(oauth) if imap.auth == "xoauth2" else None)
+    source = ImapSource(imap, token_provider=token_provider(oauth) if imap.auth == "xoauth2" else None)
     try:
         source.open()
     except AuthenticationFailed as exc:
@@ -84,7 +78,7 @@ def check_smtp(smtp: SmtpConfig, oauth: OAuthConfig) -> str | None:
     )
     if problem:
         return problem
-    mailer = SmtpMailer(smtp, token_provider=_tokens(oauth) if smtp.auth == "xoauth2" else None)
+    mailer = SmtpMailer(smtp, token_provider=token_provider(oauth) if smtp.auth == "xoauth2" else None)
     try:
         mailer.connect()
     except AuthenticationFailed as exc:

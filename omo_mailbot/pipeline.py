@@ -246,31 +246,29 @@ class Pipeline:
         message.case_id = case.id
         _advance(s, mailbox, uidvalidity, fetched.uid, now)
         log.warning("mail needs a human", extra={"uid": fetched.uid, "status": status, "case": case.reference})
-        return Outcome(fetched.uid, message.id, status, case_reference=case.reference,
-                       needs_human=case.needs_human_reason)
+        return Outcome(
+            fetched.uid, message.id, status, case_reference=case.reference, needs_human=case.needs_human_reason
+        )
 
     def _act(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
-        s.add(
-            Verdict(
-                message_id=message.id,
-                label=decision.label,
-                score=decision.score,
-                threshold=decision.threshold,
-                acute_probability=decision.acute_probability,
-                hits=[h.as_dict() for h in decision.hits],
-                automated_reasons=[
-                    {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
-                ],
-                auto_reply=False,
-                auto_reply_blocked_by=None,
-                topics=[],
-                rules_hash=decision.rules_hash,
-                model_version=decision.model_version,
-                decided_at=now,
-            )
+        verdict = Verdict(
+            message_id=message.id,
+            label=decision.label,
+            score=decision.score,
+            threshold=decision.threshold,
+            acute_probability=decision.acute_probability,
+            hits=[h.as_dict() for h in decision.hits],
+            automated_reasons=[
+                {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
+            ],
+            auto_reply=False,
+            auto_reply_blocked_by=None,
+            topics=[],
+            rules_hash=decision.rules_hash,
+            model_version=decision.model_version,
+            decided_at=now,
         )
-        s.flush()
-        verdict = s.execute(select(Verdict).where(Verdict.message_id == message.id)).scalar_one()
+        s.add(verdict)
         symbols = tuple(decision.rule_symbols)
         if decision.label == "automated":
             verdict.auto_reply_blocked_by = decision.auto_reply_blocked_by
@@ -319,7 +317,15 @@ class Pipeline:
         blocked = decision.auto_reply_blocked_by
         replied = False
         if decision.label == "acute":
-            blocked, replied, queued = self._answer_acute(s, message, mail, decision, case, now)
+            blocked, replied, queued = self._auto_reply(s, message, mail, decision, case, now, "acute_reply")
+            sent = (
+                f"de richtlijnen zijn automatisch gestuurd aan {decision.guard.reply_to.addr}"
+                if replied and decision.guard.reply_to
+                else f"geen automatisch antwoord: {blocked}"
+            )
+            queued += self._alert_duty(s, message, mail, decision, case, now, sent)
+        elif decision.label == "preparation" and self.cfg.autoreply.acknowledge_preparation:
+            blocked, replied, queued = self._auto_reply(s, message, mail, decision, case, now, "preparation_ack")
         verdict.auto_reply, verdict.auto_reply_blocked_by = replied, blocked
         log.info(
             "decided",
@@ -346,9 +352,17 @@ class Pipeline:
             case.needs_human_reason if case.needs_human else None,
         )
 
-    def _answer_acute(
-        self, s: Session, message: Message, mail: ParsedMail, decision: Decision, case: Case, now: datetime
+    def _auto_reply(
+        self,
+        s: Session,
+        message: Message,
+        mail: ParsedMail,
+        decision: Decision,
+        case: Case,
+        now: datetime,
+        template: str,
     ) -> tuple[str | None, bool, int]:
+        """Queue the automatic answer unless a guard or a brake forbids it: (blocked_by, replied, queued)."""
         cfg = self.cfg
         blocked = decision.guard.blocked_by
         recipient = decision.guard.reply_to
@@ -361,7 +375,7 @@ class Pipeline:
         if blocked is None and recipient is not None:
             day = format_day(self.calendar.next_working_day(now.date()), decision.language)
             raw, msgid = autoreply.build_reply(
-                self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient, case.reference, day, now
+                self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient, case.reference, day, now, template
             )
             enqueue(
                 s,
@@ -375,13 +389,19 @@ class Pipeline:
                 source_message_id=message.id,
                 case_id=case.id,
             )
-            cases.add_event(s, case, cases.SYSTEM, "auto-reply", f"guidance queued as {msgid}", now)
+            cases.add_event(s, case, cases.SYSTEM, "auto-reply", f"{template} queued as {msgid}", now)
             queued += 1
             replied = True
-            sent = f"richtlijnen automatisch beantwoord ({msgid})"
         else:
             cases.add_event(s, case, cases.SYSTEM, "no-auto-reply", blocked, now)
-            sent = f"geen automatisch antwoord: {blocked}"
+        return blocked, replied, queued
+
+    def _alert_duty(
+        self, s: Session, message: Message, mail: ParsedMail, decision: Decision, case: Case, now: datetime, sent: str
+    ) -> int:
+        """An acute mail, answered or not, alerts the people on duty through the outbox."""
+        cfg = self.cfg
+        queued = 0
         for duty in self.duty_addresses(now):
             raw, msgid = autoreply.build_duty_alert(
                 self.templates, cfg.smtp, cfg.autoreply, mail, decision, duty, case.reference, sent, now
@@ -398,7 +418,7 @@ class Pipeline:
                 case_id=case.id,
             )
             queued += 1
-        return blocked, replied, queued
+        return queued
 
     def _route(
         self, s: Session, case: Case, mail: ParsedMail, decision: Decision, verdict: Verdict, now: datetime

@@ -28,13 +28,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from . import regexrisk, tomlfile
 from .errors import ConfigError, Problem
 from .tomlfile import KeyPath, TomlDoc
 
-Scope = Literal["text", "subject", "body", "all"]
 SCOPES: tuple[str, ...] = ("text", "subject", "body", "all")
 FORCES: tuple[str, ...] = ("acute", "preparation")
 SYMBOL = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import classifier, corpus, db
-from .config import Config
+from .config import Config, OAuthConfig
 from .digest import DigestBuilder, DigestRunner
-from .errors import AuthenticationFailed, ModelError, TransientMailboxError
+from .errors import AuthenticationFailed, TransientMailboxError
 from .guards import GuardPolicy
 from .leader import AdvisoryLockLeader, Leadership, SoleLeader
 from .mail import parse
@@ -111,6 +110,7 @@ def build_decider(
         guard_policy(cfg, roster_addresses),
         threshold=cfg.decision.acute_threshold,
         model_weight=cfg.decision.model_weight,
+        acknowledge_preparation=cfg.autoreply.acknowledge_preparation,
     )
 
 
@@ -141,19 +141,19 @@ def build_calendar(cfg: Config) -> WorkCalendar:
 def build_source(cfg: Config) -> MailSource:
     if cfg.source.kind == "maildir":
         return MaildirSource(cfg.resolve(cfg.source.maildir), max_bytes=int(cfg.imap.max_message_mb * 1024 * 1024))
-    return ImapSource(cfg.imap, token_provider=token_provider(cfg) if cfg.imap.auth == "xoauth2" else None)
+    return ImapSource(cfg.imap, token_provider=token_provider(cfg.oauth) if cfg.imap.auth == "xoauth2" else None)
 
 
 def build_mailer(cfg: Config) -> Mailer:
     if cfg.delivery.kind == "files":
         return FileMailer(cfg.resolve(cfg.delivery.outdir))
-    return SmtpMailer(cfg.smtp, token_provider=token_provider(cfg) if cfg.smtp.auth == "xoauth2" else None)
+    return SmtpMailer(cfg.smtp, token_provider=token_provider(cfg.oauth) if cfg.smtp.auth == "xoauth2" else None)
 
 
-def token_provider(cfg: Config) -> Callable[[], str]:
+def token_provider(oauth: OAuthConfig) -> Callable[[], str]:
     from .oauth import TokenSource
 
-    return TokenSource(cfg.oauth).token
+    return TokenSource(oauth).token
 
 
 def open_database(cfg: Config) -> tuple[Engine, sessionmaker[Session]]:
@@ -442,10 +442,3 @@ def build_service(
         )
     service = Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state, leader=leader, digests=digests)
     return service, engine
-
-
-def model_path(cfg: Config) -> Path:
-    return cfg.resolve(cfg.paths.model_file)
-
-
-__all__ = ["ModelError", "Service", "ServiceState", "build_service"]

@@ -36,17 +36,19 @@ class Decision:
     top_terms: tuple[tuple[str, float], ...] = ()
     rules_hash: str = ""
     model_version: str = ""
+    acknowledge_preparation: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def auto_reply(self) -> bool:
         """Would this mail be answered (before rate limits, which need the database)?"""
-        return self.label == "acute" and self.guard.may_reply
+        answered = self.label == "acute" or (self.label == "preparation" and self.acknowledge_preparation)
+        return answered and self.guard.may_reply
 
     @property
     def auto_reply_blocked_by(self) -> str | None:
-        if self.label == "preparation":
-            return "label is preparation; only acute mail is answered"
+        if self.label == "preparation" and not self.acknowledge_preparation:
+            return "label is preparation; only acute mail is answered (autoreply.acknowledge_preparation is off)"
         return self.guard.blocked_by  # acute: None unless a guard objects; automated: the machine markers
 
     @property
@@ -78,8 +80,16 @@ def decision_inputs(mail: ParsedMail) -> DecisionInputs:
 
 class Decider:
     def __init__(
-        self, rules: RuleSet, model: TrainedModel | None, policy: GuardPolicy, *, threshold: float, model_weight: float
+        self,
+        rules: RuleSet,
+        model: TrainedModel | None,
+        policy: GuardPolicy,
+        *,
+        threshold: float,
+        model_weight: float,
+        acknowledge_preparation: bool = False,
     ) -> None:
+        self.acknowledge_preparation = acknowledge_preparation
         self.rules = rules
         self.model = model
         self.policy = policy
@@ -93,12 +103,24 @@ class Decider:
     def with_rules(self, rules: RuleSet, policy: GuardPolicy | None = None) -> Decider:
         """A new Decider with ``rules`` (and ``policy``); a reload swaps whole Deciders, never mutates one."""
         return Decider(
-            rules, self.model, policy or self.policy, threshold=self.threshold, model_weight=self.model_weight
+            rules,
+            self.model,
+            policy or self.policy,
+            threshold=self.threshold,
+            model_weight=self.model_weight,
+            acknowledge_preparation=self.acknowledge_preparation,
         )
 
     def with_model(self, model: TrainedModel | None) -> Decider:
         """A new Decider with another model (a backtest of a candidate model)."""
-        return Decider(self.rules, model, self.policy, threshold=self.threshold, model_weight=self.model_weight)
+        return Decider(
+            self.rules,
+            model,
+            self.policy,
+            threshold=self.threshold,
+            model_weight=self.model_weight,
+            acknowledge_preparation=self.acknowledge_preparation,
+        )
 
     def decide(self, mail: ParsedMail, *, explain: bool = False) -> Decision:
         guard = check(mail, self.policy)
@@ -137,4 +159,5 @@ class Decider:
             top_terms=terms,
             rules_hash=self.rules.hash,
             model_version=self.model_version,
+            acknowledge_preparation=self.acknowledge_preparation,
         )

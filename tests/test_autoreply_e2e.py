@@ -132,3 +132,26 @@ def test_a_hard_bounce_is_no_case_and_stops_replies_to_that_address(dovecot, mai
     assert acute.label == "acute" and (acute.auto_reply_blocked_by or "").startswith("hard-bounce")
     assert cases == 1, "the bounce itself never becomes a case"
     engine.dispose()
+
+
+def test_preparation_mail_is_acknowledged_only_when_the_operator_turns_it_on(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
+    cfg = make_config(
+        dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra="[autoreply]\nacknowledge_preparation = true\n"
+    )
+    imap = dovecot.client(mailbox_user)
+    imap.append("INBOX", mails.preparation())
+    imap.append("INBOX", mails.preparation(headers={"Precedence": "bulk"}))  # the guards still apply
+    imap.logout()
+    service, engine = build_service(cfg)
+    service.run_once()
+    (ack,) = smtp_sink.messages  # no duty alert: preparation is not acute
+    reply = email.message_from_bytes(ack.content)
+    assert ack.rcpt_tos == ["ruud.bakker@gemeente-voorbeeld.nl"]
+    assert reply["Auto-Submitted"] == "auto-replied" and "OMO-" in reply["Subject"]
+    assert "contactpersoon" in reply.get_payload(0).get_payload(decode=True).decode()
+    with service.sessions() as s:
+        labels = s.execute(select(Verdict.label, Verdict.auto_reply).order_by(Verdict.id)).all()
+    assert labels == [("preparation", True), ("automated", False)]
+    engine.dispose()
