@@ -6,11 +6,12 @@ import re
 import tomllib
 from pathlib import Path
 
+from bench.gen import backlog
 from omo_mailbot import classifier
 from omo_mailbot.config import default_config
 from omo_mailbot.corpus import examples
 from omo_mailbot.mail import parse
-from omo_mailbot.rules import load_rules, phrase_pattern, word_pattern
+from omo_mailbot.rules import MAX_SNIPPETS, MatchContext, Rule, load_rules, phrase_pattern, word_pattern
 from omo_mailbot.service import training_set
 from omo_mailbot.text import new_text
 
@@ -56,3 +57,64 @@ def test_the_direct_probability_equals_sklearns_predict_proba(model_file: Path):
     one_by_one = [model.acute_probability([t])[0] for t in texts]
     assert max(abs(a - float(b)) for a, b in zip(one_by_one, proba[:, col], strict=True)) < 1e-9
     assert model.acute_probability(texts) == one_by_one
+
+
+def _finditer_snippets(rule: Rule, text: str) -> tuple[str, ...]:
+    """What a rule's own regex finds, scanned alone: the reference for the shared scan."""
+    assert rule.pattern is not None
+    return tuple(m.group(0).strip() for m in rule.pattern.finditer(text))[:MAX_SNIPPETS]
+
+
+def test_one_shared_scan_finds_what_each_rules_own_scan_finds(tmp_path: Path):
+    shipped = load_rules(ROOT / "rules")
+    (tmp_path / "odd.toml").write_text(
+        """
+[[rule]]
+symbol = "ODD_LETTERS"
+description = "words that start outside ASCII, overlap with others, or repeat"
+weight = 1
+words = ["één", "ſtraat", "kelvin", "demonstratie", "demonstr*", "nu", "morgen"]
+phrases = ["'s avonds", "nu al", "voor het gemeentehuis"]
+
+[[rule]]
+symbol = "ASCII_ONLY"
+description = "plain words that odd letters in the text still match (K is the Kelvin sign, ſ a long s)"
+weight = 1
+words = ["straat", "kelvin", "istanbul"]
+
+[[rule]]
+symbol = "SUBJECT_ONLY"
+description = "a second scope"
+weight = 1
+scope = "subject"
+words = ["spoed", "nu"]
+
+[[rule]]
+symbol = "WITH_REGEX"
+description = "a rule with a regex keeps its own scan"
+weight = 1
+words = ["morgen"]
+regex = ['\\\\bnu\\\\s+\\\\d+\\\\s+mensen']
+"""
+    )
+    odd = load_rules(tmp_path)
+    assert "WITH_REGEX" not in {r.symbol for scan in odd.scans.values() for r in scan.rules}
+    texts = [
+        *_seed_texts(),
+        *(f"{m.subject}\n{new_text(m).new}" for m in map(parse, backlog(40))),
+        "Demonstranten! Vanavond, MORGEN, 's avonds; -bedreigd- @burgemeester",
+        "EEN ÉÉN één Één KELVIN \u212aelvin \u017fTRAAT straat İstanbul nu nu nu nu al nu 12 mensen",
+        "demonstratie demonstraties demonstranten Demonstratie voor het\n gemeentehuis, voor  het gemeentehuis",
+        "",
+    ]
+    compared = 0
+    for rules in (shipped, odd):
+        for text in texts:
+            ctx = MatchContext(subject=text[:40], body=text, quoted="", headers=(), sender_domain="")
+            found = rules.shared_scan(ctx)
+            for scan in rules.scans.values():
+                for rule in scan.rules:
+                    expected = _finditer_snippets(rule, ctx.text_for(rule.scope))
+                    assert found[rule.symbol] == expected, (rule.symbol, text[:60])
+                    compared += len(expected)
+    assert compared > 300  # the texts do exercise the rules
