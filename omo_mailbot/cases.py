@@ -11,32 +11,42 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from .mail import ParsedMail
-from .models import Case, CaseEvent, Counter, Message, OutboxMail
+from .models import Case, CaseEvent, Counter, Message, OutboxMail, table_of
 
 REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
 SYSTEM = "omo-mailbot"
 
 
 def next_reference(session: Session, year: int) -> str:
+    """The next case reference of ``year``: one UPDATE of the year's counter row (its row lock
+    serialises concurrent instances on PostgreSQL; SQLite's writer lock does it there)."""
     name = f"case-{year}"
-    stmt = select(Counter).where(Counter.name == name)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    counter = session.execute(stmt).scalar_one_or_none()
-    if counter is None:
-        counter = Counter(name=name, value=0)
-        session.add(counter)
-    counter.value += 1
-    session.flush()
-    return f"OMO-{year}-{counter.value:04d}"
+    table = table_of(Counter)
+    conn = session.connection()
+    bump = update(table).where(table.c.name == name).values(value=table.c.value + 1)
+    if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35: one statement
+        value = conn.execute(bump.returning(table.c.value)).scalar_one_or_none()
+    else:
+        bumped = conn.execute(bump)
+        value = conn.execute(select(table.c.value).where(table.c.name == name)).scalar() if bumped.rowcount else None
+    if value is None:  # the first case of the year
+        conn.execute(insert(table).values(name=name, value=1))
+        value = 1
+    return f"OMO-{year}-{int(value):04d}"
 
 
 def add_event(session: Session, case: Case, actor: str, action: str, detail: str | None, now: datetime) -> None:
-    session.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, detail=detail))
+    """Append to a case's history (one INSERT; nothing holds events as objects)."""
+    if case.id is None:
+        session.flush()  # a case added but not yet written gets its id first
+    session.connection().execute(
+        insert(table_of(CaseEvent)),
+        [{"case_id": case.id, "at": now, "actor": actor, "action": action, "detail": detail}],
+    )
     case.updated_at = now
     if actor != SYSTEM:
         case.last_action_at = now

@@ -7,7 +7,7 @@ schema is the source of truth. Changes go through Alembic (migrations/).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -58,6 +59,11 @@ class UtcDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UtcDateTime()}
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for the statements the hot path issues without the ORM."""
+    return cast(Table, model.__table__)
 
 
 class MailboxCursor(Base):

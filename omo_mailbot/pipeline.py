@@ -17,9 +17,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +29,7 @@ from .config import Config
 from .errors import ParseError
 from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
-from .models import Bounce, Case, MailboxCursor, Message, Verdict
+from .models import Bounce, Case, MailboxCursor, Message, Verdict, table_of
 from .outbox import enqueue
 from .roster import Roster
 from .routing import Routing
@@ -79,18 +80,21 @@ def sync_cursor(sessions: sessionmaker[Session], mailbox: str, uidvalidity: int,
 
 def _advance(session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime) -> None:
     """Move the cursor forward (never back) in the caller's transaction: one UPDATE, no read."""
-    moved = session.execute(
-        update(MailboxCursor)
-        .where(
-            MailboxCursor.mailbox == mailbox,
-            MailboxCursor.uidvalidity == uidvalidity,
-            MailboxCursor.last_uid < uid,
-        )
+    table = table_of(MailboxCursor)
+    moved = session.connection().execute(
+        update(table)
+        .where(table.c.mailbox == mailbox, table.c.uidvalidity == uidvalidity, table.c.last_uid < uid)
         .values(last_uid=uid, updated_at=now)
-        .execution_options(synchronize_session=False)
     )
     if not getattr(moved, "rowcount", 0) and read_cursor(session, mailbox) is None:
         session.add(MailboxCursor(mailbox=mailbox, uidvalidity=uidvalidity, last_uid=uid, updated_at=now))
+
+
+def _stored_id(session: Session, digest: str) -> int | None:
+    """The id of a stored mail with these exact bytes (a second copy, or a rescan after UIDVALIDITY changed)."""
+    table = table_of(Message)
+    found = session.connection().execute(select(table.c.id).where(table.c.sha256 == digest)).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
@@ -99,6 +103,57 @@ def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
         return None
     what = ", ".join(mail.defects) if mail.defects else "only attachments"
     return f"no readable text ({what}); decided on the subject alone"
+
+
+def _verdict_row(decision: Decision, now: datetime) -> dict[str, Any]:
+    """The verdict's columns; the auto-reply outcome and topics are filled in before it is written."""
+    return {
+        "label": decision.label,
+        "score": decision.score,
+        "threshold": decision.threshold,
+        "acute_probability": decision.acute_probability,
+        "hits": [h.as_dict() for h in decision.hits],
+        "automated_reasons": [
+            {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
+        ],
+        "auto_reply": False,
+        "auto_reply_blocked_by": None,
+        "topics": [],
+        "rules_hash": decision.rules_hash,
+        "model_version": decision.model_version,
+        "decided_at": now,
+    }
+
+
+def _insert_verdict(session: Session, message_id: int, row: dict[str, Any]) -> None:
+    """One INSERT with every value final (nothing reads a verdict back in the same transaction)."""
+    session.connection().execute(insert(table_of(Verdict)), [{**row, "message_id": message_id}])
+
+
+class _Stored:
+    """A decided mail not yet written: it is inserted once its case is known, so in one statement."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        s: Session,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        digest: str,
+        mail: ParsedMail,
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        self._args = (pipeline, s, mailbox, uidvalidity, fetched, digest, mail, decision, now)
+        self.subject = mail.subject[:2000]
+        self.from_addr = mail.from_.addr.lower()[:320] if mail.from_ else None
+
+    def message(self, case_id: int | None) -> Message:
+        pipeline, s, mailbox, uidvalidity, fetched, digest, mail, decision, now = self._args
+        return pipeline._store_message(
+            s, mailbox, uidvalidity, fetched, digest, mail, now, "decided", None, case_id=case_id, decision=decision
+        )
 
 
 class Pipeline:
@@ -146,7 +201,7 @@ class Pipeline:
 
     def _process(self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime) -> Outcome:
         digest = hashlib.sha256(fetched.raw).hexdigest()
-        existing = s.execute(select(Message.id).where(Message.sha256 == digest)).scalar_one_or_none()
+        existing = _stored_id(s, digest)
         if existing is not None:
             _advance(s, mailbox, uidvalidity, fetched.uid, now)
             return Outcome(fetched.uid, existing, "duplicate")
@@ -166,11 +221,8 @@ class Pipeline:
         except ParseError as exc:
             return self._store_failure(s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc))
         decision = self.decider.decide(mail)
-        message = self._store_message(s, mailbox, uidvalidity, fetched, digest, mail, now, "decided", None)
-        message.new_text = decision.text.new
-        message.stripped_text = decision.text.stripped
-        message.language = decision.language
-        outcome = self._act(s, message, mail, decision, now)
+        stored = _Stored(self, s, mailbox, uidvalidity, fetched, digest, mail, decision, now)
+        outcome = self._act(s, stored, mail, decision, now)
         _advance(s, mailbox, uidvalidity, fetched.uid, now)
         return outcome
 
@@ -185,6 +237,9 @@ class Pipeline:
         now: datetime,
         status: str,
         error: str | None,
+        *,
+        case_id: int | None = None,
+        decision: Decision | None = None,
     ) -> Message:
         message = Message(
             mailbox=mailbox,
@@ -201,6 +256,10 @@ class Pipeline:
             from_name=(mail.from_.name[:500] if mail and mail.from_ else None),
             status=status,
             error=error,
+            case_id=case_id,
+            new_text=decision.text.new if decision else None,
+            stripped_text=decision.text.stripped if decision else None,
+            language=decision.language if decision else None,
         )
         s.add(message)
         s.flush()
@@ -219,7 +278,7 @@ class Pipeline:
         readable: bool = True,
     ) -> Outcome:
         digest = hashlib.sha256(fetched.raw).hexdigest()
-        existing = s.execute(select(Message.id).where(Message.sha256 == digest)).scalar_one_or_none()
+        existing = _stored_id(s, digest)
         if existing is not None:
             _advance(s, mailbox, uidvalidity, fetched.uid, now)
             return Outcome(fetched.uid, existing, "duplicate")
@@ -250,28 +309,13 @@ class Pipeline:
             fetched.uid, message.id, status, case_reference=case.reference, needs_human=case.needs_human_reason
         )
 
-    def _act(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
-        verdict = Verdict(
-            message_id=message.id,
-            label=decision.label,
-            score=decision.score,
-            threshold=decision.threshold,
-            acute_probability=decision.acute_probability,
-            hits=[h.as_dict() for h in decision.hits],
-            automated_reasons=[
-                {"code": r.code, "detail": r.detail, "automated": r.automated} for r in decision.guard.reasons
-            ],
-            auto_reply=False,
-            auto_reply_blocked_by=None,
-            topics=[],
-            rules_hash=decision.rules_hash,
-            model_version=decision.model_version,
-            decided_at=now,
-        )
-        s.add(verdict)
+    def _act(self, s: Session, stored: _Stored, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
+        verdict = _verdict_row(decision, now)
         symbols = tuple(decision.rule_symbols)
         if decision.label == "automated":
-            verdict.auto_reply_blocked_by = decision.auto_reply_blocked_by
+            message = stored.message(None)
+            verdict["auto_reply_blocked_by"] = decision.auto_reply_blocked_by
+            _insert_verdict(s, message.id, verdict)
             self._record_bounce(s, message, mail, decision, now)
             log.info(
                 "stored automated mail",
@@ -282,12 +326,14 @@ class Pipeline:
                 message.id,
                 "decided",
                 decision.label,
-                blocked_by=verdict.auto_reply_blocked_by,
+                blocked_by=verdict["auto_reply_blocked_by"],
                 symbols=symbols,
             )
         command_lines = commands.find_commands(decision.text.new)
-        if command_lines and self.roster is not None and self.roster.person(message.from_addr or "") is not None:
+        if command_lines and self.roster is not None and self.roster.person(stored.from_addr or "") is not None:
             # a contact person acting on cases: handled and answered, never a case of its own
+            message = stored.message(None)
+            _insert_verdict(s, message.id, verdict)
             results = commands.process_command_mail(
                 s, mail, message, command_lines, self.roster, self.cfg, self.templates, now
             )
@@ -301,14 +347,15 @@ class Pipeline:
             case = cases.open_case(
                 s,
                 label=decision.label,
-                subject=message.subject,
-                requester=message.from_addr,
+                subject=stored.subject,
+                requester=stored.from_addr,
                 now=now,
                 needs_human_reason=unreadable_reason(mail, decision),
             )
-            message.case_id = case.id
+            message = stored.message(case.id)
             self._route(s, case, mail, decision, verdict, now)
         else:
+            message = stored.message(case.id)
             cases.follow_up(s, case, message, decision.label, now)
         if command_lines:
             why = "command lines from a sender not on the roster"
@@ -326,7 +373,8 @@ class Pipeline:
             queued += self._alert_duty(s, message, mail, decision, case, now, sent)
         elif decision.label == "preparation" and self.cfg.autoreply.acknowledge_preparation:
             blocked, replied, queued = self._auto_reply(s, message, mail, decision, case, now, "preparation_ack")
-        verdict.auto_reply, verdict.auto_reply_blocked_by = replied, blocked
+        verdict["auto_reply"], verdict["auto_reply_blocked_by"] = replied, blocked
+        _insert_verdict(s, message.id, verdict)
         log.info(
             "decided",
             extra={
@@ -421,13 +469,13 @@ class Pipeline:
         return queued
 
     def _route(
-        self, s: Session, case: Case, mail: ParsedMail, decision: Decision, verdict: Verdict, now: datetime
+        self, s: Session, case: Case, mail: ParsedMail, decision: Decision, verdict: dict[str, Any], now: datetime
     ) -> None:
         """Topics for a new case and, with a roster, its contact person (the why goes into the history)."""
         if self.routing is None or self.roster is None:
             return
         matches = self.routing.match_mail(mail, decision.text.new, decision.text.quoted)
-        verdict.topics = [m.as_dict() for m in matches]
+        verdict["topics"] = [m.as_dict() for m in matches]
         today = now.astimezone(ZoneInfo(self.cfg.digest.timezone)).date()
         assignment.assign_new_case(s, case, self.roster, self.routing, matches, today, now)
 
