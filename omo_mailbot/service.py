@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +27,7 @@ from .errors import AuthenticationFailed, TransientMailboxError
 from .guards import GuardPolicy
 from .leader import AdvisoryLockLeader, Leadership, SoleLeader
 from .mail import parse
-from .mailbox import ImapSource, MaildirSource, MailSource
+from .mailbox import FetchedMail, ImapSource, MaildirSource, MailSource
 from .mailer import FileMailer, Mailer, SmtpMailer
 from .outbox import OutboxWorker
 from .pipeline import Outcome, Pipeline, sync_cursor
@@ -224,24 +224,19 @@ class Service:
         stop = stop or self.state.stop
         last = sync_cursor(self.sessions, self.source.name, uidvalidity, self.pipeline.clock())
         uids = self.source.uids_after(last)
-        done: list[int] = []
         count = 0
-        for fetched in self.source.fetch(uids):
-            outcome = self.pipeline.process(self.source.name, uidvalidity, fetched)
-            count += 1
-            if self.state.keep_outcomes:
-                self.state.outcomes.append(outcome)
-            for observer in self.state.observers:
-                observer.outcome(outcome)
-            if outcome.queued_mail:
-                self.state.outbox_wake.set()
-            done.append(fetched.uid)
-            if len(done) >= self.cfg.imap.batch_size:
-                self.source.mark_processed(done)
-                done = []
+        for batch in _batches(self.source.fetch(uids), max(1, self.cfg.imap.batch_size)):
+            for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch):
+                count += 1
+                if self.state.keep_outcomes:
+                    self.state.outcomes.append(outcome)
+                for observer in self.state.observers:
+                    observer.outcome(outcome)
+                if outcome.queued_mail:
+                    self.state.outbox_wake.set()
+            self.source.mark_processed([fetched.uid for fetched in batch])
             if stop.is_set():
                 break
-        self.source.mark_processed(done)
         self.state.last_poll_ok = time.time()
         for observer in self.state.observers:
             observer.polled()
@@ -411,6 +406,18 @@ class Service:
             self.state.stop.set()
             self.state.outbox_wake.set()
             sender.join(timeout=self.cfg.service.shutdown_grace_seconds)
+
+
+def _batches(mails: Iterator[FetchedMail], size: int) -> Iterator[list[FetchedMail]]:
+    """Consecutive lists of at most ``size`` mails (the source fetches in batches of the same size)."""
+    batch: list[FetchedMail] = []
+    for fetched in mails:
+        batch.append(fetched)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def build_service(

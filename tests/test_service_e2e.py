@@ -12,10 +12,10 @@ import time
 from email import policy
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
-from omo_mailbot.models import Case, Message, OutboxMail, Verdict
-from omo_mailbot.service import ServiceState, build_service
+from omo_mailbot.models import Case, MailboxCursor, Message, OutboxMail, Verdict
+from omo_mailbot.service import ServiceState, build_decider, build_service
 
 from . import mails
 
@@ -204,3 +204,62 @@ def test_run_stops_cleanly_within_seconds_on_a_signal(dovecot, mailbox_user, smt
             proc.wait()
     assert code == 0
     assert took < cfg.service.shutdown_grace_seconds + 3
+
+
+def test_a_backlog_commits_one_transaction_per_fetch_batch(dovecot, mailbox_user, smtp_sink, make_config):
+    for i in range(7):
+        _append(
+            dovecot, mailbox_user, mails.preparation(subject=f"Advies windpark {i}", sender=f"p{i}@gemeente.example")
+        )
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra="[imap]\nbatch_size = 3\n")
+    service, engine = build_service(cfg)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda _conn: commits.append(1))
+    uidvalidity = service.source.open()
+    try:
+        assert service.ingest_pass(uidvalidity) == 7
+    finally:
+        service.source.close()
+    # the cursor read, then batches of 3 + 3 + 1: one transaction each, the cursor moving in it
+    assert len(commits) == 1 + 3
+    assert _count(service, Verdict) == 7 and _count(service, Case) == 7
+    with service.sessions() as s:
+        last_uid = s.execute(select(MailboxCursor.last_uid)).scalar_one()
+    assert last_uid == max(_flags(dovecot, mailbox_user))
+    assert all(b"$OmoProcessed" in f for f in _flags(dovecot, mailbox_user).values())
+    engine.dispose()
+
+
+def test_a_mail_that_breaks_the_pipeline_inside_a_batch_costs_only_itself(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    real = build_decider(cfg)
+
+    class Exploding:
+        """A decider that fails on one subject, as a bug in a rule or the model would."""
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def decide(self, mail, **kw):
+            if "ONTPLOF" in mail.subject:
+                raise RuntimeError("a bug met a mail it did not expect")
+            return real.decide(mail, **kw)
+
+    subjects = ["Advies windpark", "Vraag over opvang", "ONTPLOF", "Raadsbesluit", "Nazorg na de avond"]
+    for i, subject in enumerate(subjects):
+        _append(dovecot, mailbox_user, mails.preparation(subject=subject, sender=f"b{i}@gemeente.example"))
+    service, engine = build_service(cfg, decider=Exploding())  # type: ignore[arg-type]
+    service.run_once()
+    with service.sessions() as s:
+        rows = s.execute(select(Message).order_by(Message.uid)).scalars().all()
+        cases = {c.id: c for c in s.execute(select(Case)).scalars()}
+    verdicts = _count(service, Verdict)
+    assert [r.subject for r in rows] == subjects  # every mail stored once, in order
+    assert [r.status for r in rows] == ["decided", "decided", "error", "decided", "decided"]
+    assert "a bug met a mail it did not expect" in (rows[2].error or "")
+    assert cases[rows[2].case_id].needs_human
+    assert verdicts == 4
+    assert all(b"$OmoProcessed" in f for f in _flags(dovecot, mailbox_user).values())
+    engine.dispose()
