@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .mail import ParsedMail
@@ -21,20 +21,25 @@ REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
 SYSTEM = "omo-mailbot"
 
 
+_COUNTER = table_of(Counter)
+_BUMP = update(_COUNTER).where(_COUNTER.c.name == bindparam("counter")).values(value=_COUNTER.c.value + 1)
+_BUMP_RETURNING = _BUMP.returning(_COUNTER.c.value)
+_COUNTER_VALUE = select(_COUNTER.c.value).where(_COUNTER.c.name == bindparam("counter"))
+_FIRST_OF_YEAR = insert(_COUNTER).values(name=bindparam("counter"), value=1)
+_INSERT_EVENT = insert(table_of(CaseEvent))
+
+
 def next_reference(session: Session, year: int) -> str:
     """The next case reference of ``year``: one UPDATE of the year's counter row (its row lock
     serialises concurrent instances on PostgreSQL; SQLite's writer lock does it there)."""
-    name = f"case-{year}"
-    table = table_of(Counter)
+    name = {"counter": f"case-{year}"}
     conn = session.connection()
-    bump = update(table).where(table.c.name == name).values(value=table.c.value + 1)
     if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35: one statement
-        value = conn.execute(bump.returning(table.c.value)).scalar_one_or_none()
+        value = conn.execute(_BUMP_RETURNING, name).scalar_one_or_none()
     else:
-        bumped = conn.execute(bump)
-        value = conn.execute(select(table.c.value).where(table.c.name == name)).scalar() if bumped.rowcount else None
+        value = conn.execute(_COUNTER_VALUE, name).scalar() if conn.execute(_BUMP, name).rowcount else None
     if value is None:  # the first case of the year
-        conn.execute(insert(table).values(name=name, value=1))
+        conn.execute(_FIRST_OF_YEAR, name)
         value = 1
     return f"OMO-{year}-{int(value):04d}"
 
@@ -44,8 +49,7 @@ def add_event(session: Session, case: Case, actor: str, action: str, detail: str
     if case.id is None:
         session.flush()  # a case added but not yet written gets its id first
     session.connection().execute(
-        insert(table_of(CaseEvent)),
-        [{"case_id": case.id, "at": now, "actor": actor, "action": action, "detail": detail}],
+        _INSERT_EVENT, [{"case_id": case.id, "at": now, "actor": actor, "action": action, "detail": detail}]
     )
     case.updated_at = now
     if actor != SYSTEM:
