@@ -1,6 +1,7 @@
 """The backlog measurements, each in a fresh Python process (so VmHWM is this run's peak).
 
     python -m bench.backlog floor PORT USER PASSWORD [BATCH]
+    python -m bench.backlog decide CONFIG [BATCH]
     python -m bench.backlog pipeline CONFIG [--profile OUT.txt]
 
 Each prints one JSON object on stdout.
@@ -47,6 +48,36 @@ def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, An
     took = time.perf_counter() - t0
     client.logout()
     return {"n": n, "seconds": took, "rate": n / took, "mb": size / 1e6, "rss_mb": peak_rss_mb(), "rss_base": baseline}
+
+
+def decide(config: str, batch: int = 100) -> dict[str, Any]:
+    """The floor plus deciding: the service's parse and Decider on each mail, nothing stored or sent.
+
+    Not a target, a yardstick: what the pipeline could reach if writing to the
+    database, answering and marking cost nothing.
+    """
+    import imapclient
+
+    from omo_mailbot.config import load_config
+    from omo_mailbot.mail import parse
+    from omo_mailbot.service import build_decider
+
+    cfg = load_config(config)
+    decider = build_decider(cfg)
+    client = imapclient.IMAPClient(cfg.imap.host, port=cfg.imap.port, ssl=False, timeout=60)
+    client.login(cfg.imap.username, os.environ[cfg.imap.password_env])
+    baseline = peak_rss_mb()
+    t0 = time.perf_counter()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search("ALL")
+    n, labels = 0, {"acute": 0, "preparation": 0, "automated": 0}
+    for start in range(0, len(uids), batch):
+        for _uid, data in client.fetch(uids[start : start + batch], ["BODY.PEEK[]"]).items():
+            labels[decider.decide(parse(data[b"BODY[]"])).label] += 1
+            n += 1
+    took = time.perf_counter() - t0
+    client.logout()
+    return {"n": n, "seconds": took, "rate": n / took, "labels": labels, "rss_mb": peak_rss_mb(), "rss_base": baseline}
 
 
 def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
@@ -102,6 +133,8 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     if argv[0] == "floor":
         result = floor(int(argv[1]), argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 100)
+    elif argv[0] == "decide":
+        result = decide(argv[1], int(argv[2]) if len(argv) > 2 else 100)
     elif argv[0] == "pipeline":
         profile = argv[argv.index("--profile") + 1] if "--profile" in argv else None
         result = pipeline(argv[1], profile)

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from .mail import ParsedMail
-from .models import Case, CaseEvent, Counter, Message, OutboxMail, table_of
+from .models import Case, CaseEvent, Counter, Message, OutboxMail, insert_loaded, table_of
 
 REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
 SYSTEM = "omo-mailbot"
@@ -101,8 +101,7 @@ def open_case(
         updated_at=now,
         last_action_at=now,
     )
-    session.add(case)
-    session.flush()
+    insert_loaded(session, case)
     detail = f"label {label}" + (f"; needs a human: {needs_human_reason}" if needs_human_reason else "")
     add_event(session, case, SYSTEM, "created", detail, now)
     return case

@@ -30,7 +30,7 @@ from .config import Config
 from .errors import ParseError
 from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
-from .models import Bounce, Case, MailboxCursor, Message, Verdict, table_of
+from .models import Bounce, Case, MailboxCursor, Message, Verdict, insert_loaded, table_of
 from .outbox import enqueue
 from .roster import Roster
 from .routing import Routing
@@ -304,9 +304,7 @@ class Pipeline:
             stripped_text=decision.text.stripped if decision else None,
             language=decision.language if decision else None,
         )
-        s.add(message)
-        s.flush()
-        return message
+        return insert_loaded(s, message)
 
     def _store_failure(
         self,

@@ -99,11 +99,16 @@ regex = ['\\\\bnu\\\\s+\\\\d+\\\\s+mensen']
     )
     odd = load_rules(tmp_path)
     assert "WITH_REGEX" not in {r.symbol for scan in odd.scans.values() for r in scan.rules}
+    # the shipped words take the lower-case shortcut; a word with a long s must not
+    assert all(scan.lowered is not None for scan in shipped.scans.values())
+    assert odd.scans["text"].lowered is None and odd.scans["subject"].lowered is not None
     texts = [
         *_seed_texts(),
         *(f"{m.subject}\n{new_text(m).new}" for m in map(parse, backlog(40))),
         "Demonstranten! Vanavond, MORGEN, 's avonds; -bedreigd- @burgemeester",
         "EEN ÉÉN één Één KELVIN \u212aelvin \u017fTRAAT straat İstanbul nu nu nu nu al nu 12 mensen",
+        "SPOED: \u017fPOED nu Nu NU, ıstanbul Spoed \u212aelvin: plain letters beside their odd twins",
+        "Σ ΣΠΟΕΔ spoed µ demonstratie ÉÉN DEMONSTRANTEN",
         "demonstratie demonstraties demonstranten Demonstratie voor het\n gemeentehuis, voor  het gemeentehuis",
         "",
     ]

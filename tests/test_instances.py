@@ -52,7 +52,8 @@ def test_sqlite_refuses_a_second_instance_with_a_clear_message(dovecot, mailbox_
 
 
 def _config_copy(make_config, dovecot, user, sink, tmp_path, name: str):
-    extra = reliable_config_extra() + f'[service]\ninstance_name = "{name}"\n'
+    # small FETCH batches: the leader commits every 10 mails, so a kill finds it mid-backlog
+    extra = reliable_config_extra() + f'[service]\ninstance_name = "{name}"\n[imap]\nbatch_size = 10\n'
     make_config(dovecot=dovecot, user=user, sink=sink, extra=extra)
     path = tmp_path / f"{name}.toml"
     shutil.copy(tmp_path / "config.toml", path)
@@ -100,7 +101,6 @@ def test_two_instances_share_one_mailbox_and_the_survivor_takes_over_when_the_le
     dovecot, mailbox_user, smtp_sink, make_config, db_url, tmp_path
 ):
     mails = backlog(N_MAILS, seed=11, prefix="inst")
-    append_all(dovecot, mailbox_user, [m.raw for m in mails])
     configs = {n: _config_copy(make_config, dovecot, mailbox_user, smtp_sink, tmp_path, n) for n in ("omo-a", "omo-b")}
     logs = {n: tmp_path / f"{n}.log" for n in configs}
     procs = {"omo-a": start_run(configs["omo-a"], logs["omo-a"])}
@@ -110,6 +110,8 @@ def test_two_instances_share_one_mailbox_and_the_survivor_takes_over_when_the_le
             procs["omo-b"] = start_run(configs["omo-b"], logs["omo-b"], env={"NOTIFY_SOCKET": path})
             # the follower tells systemd it is ready, although it does not read the mailbox
             assert "STATUS=following" in _receive_until(sock, "READY=1", 60), logs["omo-b"].read_text()[-2000:]
+        # the backlog arrives once both run, so that the kill below lands while the leader works through it
+        append_all(dovecot, mailbox_user, [m.raw for m in mails])
         deadline = time.monotonic() + 60
         while count_rows(db_url, Message) < N_MAILS // 3 and time.monotonic() < deadline:
             time.sleep(0.1)
