@@ -16,12 +16,12 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from .config import AutoReplyConfig, SmtpConfig
 from .mail import Address, ParsedMail
-from .models import Bounce, OutboxMail
+from .models import Bounce, OutboxMail, table_of
 from .outgoing import machine_message, new_message_id
 from .templating import Templates
 from .verdict import Decision
@@ -39,39 +39,41 @@ def thread_key(mail: ParsedMail) -> str:
     return mail.message_id or ""
 
 
+_OUT = table_of(OutboxMail)
+_BOUNCES = table_of(Bounce)
+_REPLIES_SINCE = select(func.count(_OUT.c.id)).where(
+    _OUT.c.kind == "auto_reply", _OUT.c.created_at >= bindparam("since")
+)
+_TO_RECIPIENT = _REPLIES_SINCE.where(_OUT.c.recipient == bindparam("recipient"))
+_IN_THREAD = _TO_RECIPIENT.where(_OUT.c.thread_key == bindparam("thread"))
+_BOUNCED = select(func.count(_BOUNCES.c.id)).where(
+    _BOUNCES.c.address == bindparam("recipient"), _BOUNCES.c.at >= bindparam("since")
+)
+
+
 def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thread: str, now: datetime) -> str | None:
-    """Why the brakes forbid a reply to ``recipient`` now, or None."""
+    """Why the brakes forbid a reply to ``recipient`` now, or None.
+
+    The counts go through the session, which first writes what is pending (a bounce
+    recorded earlier in the same batch counts); the statements are built once.
+    """
     recipient = recipient.lower()
 
-    def count(since: timedelta, *conditions: Any) -> int:
-        stmt = select(func.count(OutboxMail.id)).where(
-            OutboxMail.kind == "auto_reply", OutboxMail.created_at >= now - since, *conditions
-        )
-        return int(session.execute(stmt).scalar_one())
+    def count(stmt: Select[Any], hours: float, **params: str) -> int:
+        return int(session.execute(stmt, {"since": now - timedelta(hours=hours), **params}).scalar_one())
 
-    if (
-        thread
-        and count(
-            timedelta(hours=cfg.per_thread_window_hours),
-            OutboxMail.recipient == recipient,
-            OutboxMail.thread_key == thread,
-        )
-        >= cfg.per_thread_max
+    if thread and count(_IN_THREAD, cfg.per_thread_window_hours, recipient=recipient, thread=thread) >= (
+        cfg.per_thread_max
     ):
         return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
-    if count(timedelta(hours=cfg.per_sender_window_hours), OutboxMail.recipient == recipient) >= cfg.per_sender_max:
+    if count(_TO_RECIPIENT, cfg.per_sender_window_hours, recipient=recipient) >= cfg.per_sender_max:
         return (
             f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
             f"{cfg.per_sender_window_hours:g} h"
         )
-    if count(timedelta(hours=1)) >= cfg.global_max_per_hour:
+    if count(_REPLIES_SINCE, 1) >= cfg.global_max_per_hour:
         return f"circuit-breaker: {cfg.global_max_per_hour} auto-replies in the last hour"
-    bounced = session.execute(
-        select(func.count(Bounce.id)).where(
-            Bounce.address == recipient, Bounce.at >= now - timedelta(days=cfg.bounce_block_days)
-        )
-    ).scalar_one()
-    if bounced:
+    if count(_BOUNCED, cfg.bounce_block_days * 24, recipient=recipient):
         return f"hard-bounce: this address bounced in the last {cfg.bounce_block_days} days"
     return None
 

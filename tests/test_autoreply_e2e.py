@@ -122,7 +122,7 @@ def test_a_hard_bounce_is_no_case_and_stops_replies_to_that_address(dovecot, mai
     imap.append("INBOX", mails.acute())
     imap.logout()
     service, engine = build_service(cfg)
-    service.run_once()
+    service.run_once()  # both in one FETCH batch, so one transaction: the bounce must count before it commits
     assert not [m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]
     with service.sessions() as s:
         verdicts = s.execute(select(Verdict).order_by(Verdict.id)).scalars().all()
