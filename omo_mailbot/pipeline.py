@@ -144,30 +144,25 @@ def _insert_verdict(session: Session, message_id: int, row: dict[str, Any]) -> N
     session.connection().execute(_INSERT_VERDICT, [{**row, "message_id": message_id}])
 
 
-class _Stored:
-    """A decided mail not yet written: it is inserted once its case is known, so in one statement."""
+@dataclass(frozen=True)
+class _Pending:
+    """A decided mail not yet written: it is inserted once its case is known, in one statement."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        s: Session,
-        mailbox: str,
-        uidvalidity: int,
-        fetched: FetchedMail,
-        digest: str,
-        mail: ParsedMail,
-        decision: Decision,
-        now: datetime,
-    ) -> None:
-        self._args = (pipeline, s, mailbox, uidvalidity, fetched, digest, mail, decision, now)
-        self.subject = mail.subject[:2000]
-        self.from_addr = mail.from_.addr.lower()[:320] if mail.from_ else None
+    mailbox: str
+    uidvalidity: int
+    fetched: FetchedMail
+    digest: str
+    mail: ParsedMail
+    decision: Decision
+    now: datetime
 
-    def message(self, case_id: int | None) -> Message:
-        pipeline, s, mailbox, uidvalidity, fetched, digest, mail, decision, now = self._args
-        return pipeline._store_message(
-            s, mailbox, uidvalidity, fetched, digest, mail, now, "decided", None, case_id=case_id, decision=decision
-        )
+    @property
+    def subject(self) -> str:
+        return self.mail.subject[:2000]
+
+    @property
+    def from_addr(self) -> str | None:
+        return self.mail.from_.addr.lower()[:320] if self.mail.from_ else None
 
 
 class Pipeline:
@@ -263,8 +258,8 @@ class Pipeline:
         except ParseError as exc:
             return self._store_failure(s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc), advance=advance)
         decision = self.decider.decide(mail)
-        stored = _Stored(self, s, mailbox, uidvalidity, fetched, digest, mail, decision, now)
-        outcome = self._act(s, stored, mail, decision, now)
+        pending = _Pending(mailbox, uidvalidity, fetched, digest, mail, decision, now)
+        outcome = self._act(s, pending, mail, decision, now)
         if advance:
             _advance(s, mailbox, uidvalidity, fetched.uid, now)
         return outcome
@@ -353,11 +348,27 @@ class Pipeline:
             fetched.uid, message.id, status, case_reference=case.reference, needs_human=case.needs_human_reason
         )
 
-    def _act(self, s: Session, stored: _Stored, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
+    def _write(self, s: Session, pending: _Pending, case_id: int | None) -> Message:
+        p = pending
+        return self._store_message(
+            s,
+            p.mailbox,
+            p.uidvalidity,
+            p.fetched,
+            p.digest,
+            p.mail,
+            p.now,
+            "decided",
+            None,
+            case_id=case_id,
+            decision=p.decision,
+        )
+
+    def _act(self, s: Session, pending: _Pending, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
         verdict = _verdict_row(decision, now)
         symbols = tuple(decision.rule_symbols)
         if decision.label == "automated":
-            message = stored.message(None)
+            message = self._write(s, pending, None)
             verdict["auto_reply_blocked_by"] = decision.auto_reply_blocked_by
             _insert_verdict(s, message.id, verdict)
             self._record_bounce(s, message, mail, decision, now)
@@ -374,9 +385,9 @@ class Pipeline:
                 symbols=symbols,
             )
         command_lines = commands.find_commands(decision.text.new)
-        if command_lines and self.roster is not None and self.roster.person(stored.from_addr or "") is not None:
+        if command_lines and self.roster is not None and self.roster.person(pending.from_addr or "") is not None:
             # a contact person acting on cases: handled and answered, never a case of its own
-            message = stored.message(None)
+            message = self._write(s, pending, None)
             _insert_verdict(s, message.id, verdict)
             results = commands.process_command_mail(
                 s, mail, message, command_lines, self.roster, self.cfg, self.templates, now
@@ -391,15 +402,15 @@ class Pipeline:
             case = cases.open_case(
                 s,
                 label=decision.label,
-                subject=stored.subject,
-                requester=stored.from_addr,
+                subject=pending.subject,
+                requester=pending.from_addr,
                 now=now,
                 needs_human_reason=unreadable_reason(mail, decision),
             )
-            message = stored.message(case.id)
+            message = self._write(s, pending, case.id)
             self._route(s, case, mail, decision, verdict, now)
         else:
-            message = stored.message(case.id)
+            message = self._write(s, pending, case.id)
             cases.follow_up(s, case, message, decision.label, now)
         if command_lines:
             why = "command lines from a sender not on the roster"
