@@ -52,11 +52,23 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            deferred = read_only or conn.get_execution_options().get(READER, False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1)
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+READER = "omo_reader"
+
+
+def reader(engine: Engine) -> Engine:
+    """The same engine and pool for code that only reads (health checks, gauges, the outbox's next
+    due time). On SQLite its transactions begin DEFERRED: in WAL mode a reader then never waits for
+    the writer, which holds its lock for a whole batch of mails during a backlog. Nothing that writes
+    may use it (a deferred transaction that starts writing can fail with "database is locked")."""
+    return engine.execution_options(**{READER: True})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from . import db
 from .config import Config
 from .errors import OmoError
 from .metrics import Health, Metrics, OpsServer
@@ -43,7 +44,8 @@ def start_operations(cfg: Config, service: Any, engine: Engine, env: Mapping[str
     if cfg.metrics.enabled:
         ops.metrics = Metrics()
         service.outbox.mailer = ops.metrics.counting(service.outbox.mailer)
-        health = Health(cfg, engine, service.sessions, state=state, clock=service.pipeline.clock)
+        readers = db.reader(engine)  # checks and gauges never queue behind a batch being written
+        health = Health(cfg, readers, db.session_factory(readers), state=state, clock=service.pipeline.clock)
         try:
             ops.server = OpsServer(ops.metrics, health, cfg.metrics.address, cfg.metrics.port).start()
         except OSError as exc:

@@ -80,8 +80,10 @@ class OutboxWorker:
         holder: str,
         clock: Clock,
         lease_seconds: float = 60.0,
+        readers: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.readers = readers or sessions  # for next_due_in, which only reads
         self.mailer = mailer
         self.cfg = cfg
         self.holder = holder
@@ -219,7 +221,7 @@ class OutboxWorker:
 
     def next_due_in(self) -> float | None:
         """Seconds until the next pending row is due, or None when nothing is pending."""
-        with self.sessions() as s:
+        with self.readers() as s:
             due = s.execute(select(func.min(OutboxMail.next_attempt_at)).where(OutboxMail.status == "pending")).scalar()
         if due is None:
             return None

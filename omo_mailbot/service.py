@@ -437,6 +437,7 @@ def build_service(
         holder=cfg.service.instance_name,
         clock=clock,
         lease_seconds=max(cfg.smtp.timeout_seconds * 2, cfg.service.lease_seconds),
+        readers=db.session_factory(db.reader(engine)),
     )
     leader: Leadership = SoleLeader()
     if not db.is_sqlite(cfg.database.url):

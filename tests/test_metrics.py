@@ -178,3 +178,49 @@ def test_reason_codes_and_kinds_never_carry_free_text():
     assert mail_kind(b"From: x\r\nAuto-Submitted: auto-generated\r\n\r\nAuto-Submitted: auto-replied") == (
         "notification"
     )
+
+
+@pytest.mark.sqlite_only
+def test_health_and_the_outbox_read_beside_a_writer_that_holds_the_sqlite_lock(tmp_path):
+    """During a backlog the pipeline holds SQLite's write lock for a whole batch; readers must not queue."""
+    import threading
+
+    from sqlalchemy import func, insert, select
+
+    from omo_mailbot import db
+    from omo_mailbot.config import load_config
+    from omo_mailbot.models import Counter, table_of
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    db.upgrade(url)
+    (tmp_path / "c.toml").write_text(f'[database]\nurl = "{url}"\n[imap]\nusername = "omo"\n')
+    cfg = load_config(str(tmp_path / "c.toml"))
+    engine = db.make_engine(url)
+    writer = engine.connect()
+    writer.begin()  # BEGIN IMMEDIATE: the write lock, as a batch being processed holds it
+    writer.execute(insert(table_of(Counter)).values(name="busy", value=1))
+    done: dict[str, object] = {}
+
+    def in_thread(name: str, fn) -> threading.Thread:
+        thread = threading.Thread(target=lambda: done.__setitem__(name, fn()), daemon=True)
+        thread.start()
+        return thread
+
+    readers = db.session_factory(db.reader(engine))
+    health = Health(cfg, db.reader(engine), readers)
+    count_rows = select(func.count()).select_from(table_of(Counter))
+    checks = [
+        in_thread("health", health.database_problem),
+        in_thread("outbox", health.outbox_oldest_age),
+        in_thread("reader", lambda: readers().execute(count_rows).scalar_one()),
+    ]
+    blocked = in_thread("writer engine", lambda: db.session_factory(engine)().execute(count_rows).scalar_one())
+    for thread in checks:
+        thread.join(timeout=10)
+    assert done == {"health": None, "outbox": None, "reader": 0}  # answered, without the uncommitted row
+    assert blocked.is_alive()  # a session on the writer engine does wait for the lock
+    writer.commit()
+    blocked.join(timeout=10)
+    assert done["writer engine"] == 1
+    writer.close()
+    engine.dispose()
