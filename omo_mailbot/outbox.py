@@ -70,6 +70,10 @@ class SendStats:
     throttled: bool = False
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
 class OutboxWorker:
     def __init__(
         self,
@@ -146,6 +150,7 @@ class OutboxWorker:
             return stats
         claimed = self._claim(min(limit, allowance))
         for index, (row_id, envelope_from, recipient, raw, attempts) in enumerate(claimed):
+            started = time.perf_counter()
             try:
                 self.mailer.send(envelope_from, recipient, raw)
             except ReceiverUnavailable as exc:
@@ -170,7 +175,10 @@ class OutboxWorker:
                     .values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None)
                 )
             stats.sent += 1
-            log.info("outbox sent", extra={"outbox_id": row_id, "attempt": attempts})
+            log.info(
+                "outbox sent",
+                extra={"outbox_id": row_id, "attempt": attempts, "send_ms": _ms(time.perf_counter() - started)},
+            )
         return stats
 
     def _record_failure(self, row_id: int, attempts: int, error: str, *, permanent: bool, stats: SendStats) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
     return f"no readable text ({what}); decided on the subject alone"
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
 def _verdict_row(decision: Decision, now: datetime) -> dict[str, Any]:
     """The verdict's columns; the auto-reply outcome and topics are filled in before it is written."""
     return {
@@ -155,6 +160,7 @@ class _Pending:
     mail: ParsedMail
     decision: Decision
     now: datetime
+    timings: dict[str, float]  # milliseconds so far: parse, decide (for the log line)
 
     @property
     def subject(self) -> str:
@@ -253,12 +259,15 @@ class Pipeline:
                 f"headers and structure were read: {fetched.bodystructure[:1000]}",
                 advance=advance,
             )
+        started = time.perf_counter()
         try:
             mail = parse(fetched.raw)
         except ParseError as exc:
             return self._store_failure(s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc), advance=advance)
+        parsed = time.perf_counter()
         decision = self.decider.decide(mail)
-        pending = _Pending(mailbox, uidvalidity, fetched, digest, mail, decision, now)
+        timings = {"parse_ms": _ms(parsed - started), "decide_ms": _ms(time.perf_counter() - parsed)}
+        pending = _Pending(mailbox, uidvalidity, fetched, digest, mail, decision, now, timings)
         outcome = self._act(s, pending, mail, decision, now)
         if advance:
             _advance(s, mailbox, uidvalidity, fetched.uid, now)
@@ -365,6 +374,7 @@ class Pipeline:
         )
 
     def _act(self, s: Session, pending: _Pending, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
+        acting = time.perf_counter()  # case, routing, replies and rows: the rest of the log line's timings
         verdict = _verdict_row(decision, now)
         symbols = tuple(decision.rule_symbols)
         if decision.label == "automated":
@@ -374,7 +384,11 @@ class Pipeline:
             self._record_bounce(s, message, mail, decision, now)
             log.info(
                 "stored automated mail",
-                extra={"message_db_id": message.id, "reasons": [r.code for r in decision.guard.reasons]},
+                extra={
+                    "message_db_id": message.id,
+                    "reasons": [r.code for r in decision.guard.reasons],
+                    **pending.timings,
+                },
             )
             return Outcome(
                 message.uid,
@@ -440,6 +454,8 @@ class Pipeline:
                 "case": case.reference,
                 "symbols": list(symbols),
                 "auto_reply": replied,
+                **pending.timings,
+                "act_ms": _ms(time.perf_counter() - acting),
             },
         )
         return Outcome(

@@ -225,6 +225,7 @@ class Service:
         last = sync_cursor(self.sessions, self.source.name, uidvalidity, self.pipeline.clock())
         uids = self.source.uids_after(last)
         count = 0
+        started = time.perf_counter()
         for batch in _batches(self.source.fetch(uids), max(1, self.cfg.imap.batch_size)):
             for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch):
                 count += 1
@@ -238,6 +239,9 @@ class Service:
             if stop.is_set():
                 break
         self.state.last_poll_ok = time.time()
+        if count > 1:  # a backlog; a single mail has its own "decided" line
+            seconds = time.perf_counter() - started
+            log.info("worked through a backlog", extra={"mails": count, "seconds": round(seconds, 3)})
         for observer in self.state.observers:
             observer.polled()
         return count

@@ -160,3 +160,13 @@ def test_an_encoded_display_name_cannot_smuggle_in_the_reply_address():
     mail = parse(raw)
     assert mail.from_ is not None and mail.from_.addr == SENDER
     assert "slachtoffer" in mail.from_.name  # kept as text, never as an address
+
+
+def test_decision_and_delivery_log_lines_carry_their_timings(answered, caplog):
+    ours = {r.getMessage(): r for r in caplog.get_records("setup") if r.name.startswith("omo_mailbot")}
+    decided, sent = ours["decided"], ours["outbox sent"]
+    for key in ("parse_ms", "decide_ms", "act_ms"):
+        assert isinstance(getattr(decided, key), float) and getattr(decided, key) >= 0, key
+    assert decided.parse_ms + decided.decide_ms > 0  # a real mail takes measurable time to read and decide
+    assert isinstance(sent.send_ms, float) and sent.send_ms > 0
+    assert '"decide_ms"' in JsonFormatter().format(decided)
