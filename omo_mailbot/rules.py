@@ -176,12 +176,17 @@ class SharedScan:
         # IGNORECASE, twice as fast, unless a letter with extra case equivalents is involved.
         plain = _FOLD_EXTRA is not None and not _FOLD_EXTRA.search(source)
         self.lowered = re.compile(source) if plain else None
+
         # Under IGNORECASE an ASCII letter matches only its own two cases and a few non-ASCII
-        # letters (K, ſ, İ, ı); a rule with a word that starts outside ASCII is tried everywhere.
-        everywhere = tuple(r for r in self.rules if any(not first.isascii() for first, _ in r.literals))
+        # letters (K, ſ, İ, ı). A rule is tried everywhere if one of its words starts outside
+        # ASCII, or does not start with a literal character at all ("*straat" starts with \w*).
+        def indexed(first: str, pattern: str) -> bool:
+            return first.isascii() and _leads_with(first, pattern)
+
+        everywhere = tuple(r for r in self.rules if not all(indexed(f, p) for f, p in r.literals))
         index: dict[str, list[Rule]] = {}
         for rule in self.rules:
-            for first in {f.lower() for f, _ in rule.literals if f.isascii()}:
+            for first in {f.lower() for f, p in rule.literals if indexed(f, p)}:
                 index.setdefault(first, []).append(rule)
         self.by_char = {c: tuple(rs) + tuple(r for r in everywhere if r not in rs) for c, rs in index.items()}
         self.everywhere = everywhere
@@ -282,6 +287,11 @@ def phrase_pattern(phrase: str) -> str:
     return r"(?<!\w)" + r"[\s,]+".join(parts) + r"(?!\w)"
 
 
+def _leads_with(first: str, pattern: str) -> bool:
+    """Does a word's regex begin with a word start and then ``first`` itself (not "*straat": \\w*)?"""
+    return bool(first) and pattern.startswith(r"(?<!\w)" + re.escape(first))
+
+
 def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str]) -> str:
     r"""One regex for many words and phrases, branching on the first character.
 
@@ -298,9 +308,8 @@ def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str]
     groups: dict[str, list[str]] = {}
     other: list[str] = []
     for first, pattern in literals:
-        lead = head + re.escape(first)
-        if first and pattern.startswith(lead):
-            groups.setdefault(re.escape(first), []).append(pattern[len(lead) :])
+        if _leads_with(first, pattern):
+            groups.setdefault(re.escape(first), []).append(pattern[len(head + re.escape(first)) :])
         else:
             other.append(pattern)
     parts = [f"{c}(?:{'|'.join(dict.fromkeys(rests))})" for c, rests in groups.items()]

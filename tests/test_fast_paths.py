@@ -80,7 +80,7 @@ phrases = ["'s avonds", "nu al", "voor het gemeentehuis"]
 symbol = "ASCII_ONLY"
 description = "plain words that odd letters in the text still match (K is the Kelvin sign, ſ a long s)"
 weight = 1
-words = ["straat", "kelvin", "istanbul"]
+words = ["straat", "kelvin", "istanbul", "*plein", "*weg*"]
 
 [[rule]]
 symbol = "SUBJECT_ONLY"
@@ -109,6 +109,7 @@ regex = ['\\\\bnu\\\\s+\\\\d+\\\\s+mensen']
         "EEN ÉÉN één Één KELVIN \u212aelvin \u017fTRAAT straat İstanbul nu nu nu nu al nu 12 mensen",
         "SPOED: \u017fPOED nu Nu NU, ıstanbul Spoed \u212aelvin: plain letters beside their odd twins",
         "Σ ΣΠΟΕΔ spoed µ demonstratie ÉÉN DEMONSTRANTEN",
+        "blokkade op het Marktplein en de Rijksweg, daarna de Hoofdstraat en het wegdek",
         "demonstratie demonstraties demonstranten Demonstratie voor het\n gemeentehuis, voor  het gemeentehuis",
         "",
     ]
