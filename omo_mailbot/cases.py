@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .mail import ParsedMail
@@ -22,25 +24,25 @@ SYSTEM = "omo-mailbot"
 
 
 _COUNTER = table_of(Counter)
-_BUMP = update(_COUNTER).where(_COUNTER.c.name == bindparam("counter")).values(value=_COUNTER.c.value + 1)
-_BUMP_RETURNING = _BUMP.returning(_COUNTER.c.value)
-_COUNTER_VALUE = select(_COUNTER.c.value).where(_COUNTER.c.name == bindparam("counter"))
-_FIRST_OF_YEAR = insert(_COUNTER).values(name=bindparam("counter"), value=1)
 _INSERT_EVENT = insert(table_of(CaseEvent))
 
 
+def _bump(insert_for: Any) -> Any:
+    """INSERT the year's counter at 1, or add one to it: a single statement, also for the first case
+    of a year (two instances inserting that row at once would otherwise collide)."""
+    first = insert_for(_COUNTER).values(name=bindparam("counter"), value=1)
+    bumped = first.on_conflict_do_update(index_elements=[_COUNTER.c.name], set_={"value": _COUNTER.c.value + 1})
+    return bumped.returning(_COUNTER.c.value)
+
+
+_BUMPS = {"postgresql": _bump(postgresql.insert), "sqlite": _bump(sqlite.insert)}
+
+
 def next_reference(session: Session, year: int) -> str:
-    """The next case reference of ``year``: one UPDATE of the year's counter row (its row lock
-    serialises concurrent instances on PostgreSQL; SQLite's writer lock does it there)."""
-    name = {"counter": f"case-{year}"}
+    """The next case reference of ``year``. One upsert of the year's counter row: its row lock
+    serialises concurrent instances on PostgreSQL (SQLite has one writer anyway)."""
     conn = session.connection()
-    if conn.dialect.update_returning:  # PostgreSQL, SQLite >= 3.35: one statement
-        value = conn.execute(_BUMP_RETURNING, name).scalar_one_or_none()
-    else:
-        value = conn.execute(_COUNTER_VALUE, name).scalar() if conn.execute(_BUMP, name).rowcount else None
-    if value is None:  # the first case of the year
-        conn.execute(_FIRST_OF_YEAR, name)
-        value = 1
+    value = conn.execute(_BUMPS[conn.dialect.name], {"counter": f"case-{year}"}).scalar_one()
     return f"OMO-{year}-{int(value):04d}"
 
 

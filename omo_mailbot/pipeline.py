@@ -192,27 +192,38 @@ class Pipeline:
         self.roster = roster
         self.routing = routing
 
-    def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail) -> Outcome:
+    def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail, *, retry: bool = True) -> Outcome:
         """Store and decide one mail; never raises for a bad mail (only for a broken database)."""
         now = self.clock()
         try:
             with self.sessions.begin() as s:
                 return self._process(s, mailbox, uidvalidity, fetched, now)
         except IntegrityError:
-            # a concurrent instance stored the same mail first: nothing to do but move on
             with self.sessions.begin() as s:
-                _advance(s, mailbox, uidvalidity, fetched.uid, now)
-            return Outcome(fetched.uid, None, "duplicate")
+                stored = _stored_id(s, hashlib.sha256(fetched.raw).hexdigest())
+                if stored is not None:
+                    # a concurrent instance stored the same mail first: nothing to do but move on
+                    _advance(s, mailbox, uidvalidity, fetched.uid, now)
+                    return Outcome(fetched.uid, stored, "duplicate")
+            if retry:
+                # another unique key collided (a row two instances wrote at once): the mail is not
+                # stored, so it must not be passed over; once more from the start
+                log.warning("a unique key collided; processing the mail again", extra={"uid": fetched.uid})
+                return self.process(mailbox, uidvalidity, fetched, retry=False)
+            return self._fail(mailbox, uidvalidity, fetched, now, traceback.format_exc(limit=8))
         except Exception:
             # Something in the full path failed after parsing; keep the bytes and the traceback.
-            error = traceback.format_exc(limit=8)
-            try:
-                with self.sessions.begin() as s:
-                    return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error)
-            except Exception:
-                error += "\n\nstoring the readable fields failed too:\n" + traceback.format_exc(limit=4)
-                with self.sessions.begin() as s:
-                    return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error, readable=False)
+            return self._fail(mailbox, uidvalidity, fetched, now, traceback.format_exc(limit=8))
+
+    def _fail(self, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime, error: str) -> Outcome:
+        """Store a mail that made the pipeline raise, with the traceback, as a case for a human."""
+        try:
+            with self.sessions.begin() as s:
+                return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error)
+        except Exception:
+            error += "\n\nstoring the readable fields failed too:\n" + traceback.format_exc(limit=4)
+            with self.sessions.begin() as s:
+                return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error, readable=False)
 
     def process_batch(self, mailbox: str, uidvalidity: int, batch: Sequence[FetchedMail]) -> list[Outcome]:
         """Store and decide the mails of one FETCH batch in ONE transaction; the cursor moves in it too.

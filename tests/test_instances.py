@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,31 @@ def test_one_leader_at_a_time_and_a_dead_leaders_lock_passes_on(db_url):
         a.release()
         b.release()
         engine.dispose()
+
+
+def test_two_instances_opening_the_first_case_of_a_year_at_once_both_get_a_reference(db_url):
+    """The counter row of a new year does not exist yet; both writers must still get a number."""
+    from omo_mailbot.cases import next_reference
+
+    engine = db.make_engine(db_url)
+    sessions = db.session_factory(engine)
+    got: dict[str, str] = {}
+    first = sessions()
+    first.begin()
+    got["first"] = next_reference(first, 2031)  # holds the (new) row until it commits
+
+    def second() -> None:
+        try:
+            with sessions.begin() as s:
+                got["second"] = next_reference(s, 2031)
+        except Exception as exc:  # pragma: no cover - the failure this test is about
+            got["second"] = f"{type(exc).__name__}: {exc}"
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(timeout=0.5)  # it waits for the first writer (row lock on PostgreSQL, writer lock on SQLite)
+    first.commit()
+    first.close()
+    other.join(timeout=30)
+    engine.dispose()
+    assert got == {"first": "OMO-2031-0001", "second": "OMO-2031-0002"}

@@ -263,3 +263,41 @@ def test_a_mail_that_breaks_the_pipeline_inside_a_batch_costs_only_itself(
     assert verdicts == 4
     assert all(b"$OmoProcessed" in f for f in _flags(dovecot, mailbox_user).values())
     engine.dispose()
+
+
+def _colliding(real, times: int):
+    """A decider whose first ``times`` decisions hit a unique key, as a row written at once by two
+    instances would; the mail's own bytes are not stored, so it must not count as a duplicate."""
+    from sqlalchemy.exc import IntegrityError
+
+    calls = {"n": 0}
+
+    class Colliding:
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def decide(self, mail, **kw):
+            calls["n"] += 1
+            if calls["n"] <= times:
+                raise IntegrityError("INSERT INTO counters ...", {}, Exception("UNIQUE constraint failed"))
+            return real.decide(mail, **kw)
+
+    return Colliding()
+
+
+@pytest.mark.parametrize(("collisions", "status"), [(1, "decided"), (5, "error")])
+def test_a_unique_key_collision_that_is_not_the_mail_itself_never_passes_the_mail_over(make_config, collisions, status):
+    from omo_mailbot.mailbox import FetchedMail
+
+    cfg = make_config()
+    service, engine = build_service(cfg, decider=_colliding(build_decider(cfg), collisions))  # type: ignore[arg-type]
+    raw = mails.acute()
+    outcome = service.pipeline.process("INBOX", 1, FetchedMail(uid=1, raw=raw, size=len(raw)))
+    assert outcome.status == status  # decided on the second try, or kept for a human; never "duplicate"
+    with service.sessions() as s:
+        (row,) = s.execute(select(Message)).scalars().all()
+        cursor = s.execute(select(MailboxCursor.last_uid)).scalar_one()
+        case = s.get(Case, row.case_id)
+    assert row.status == status and cursor == 1
+    assert case is not None and (case.needs_human == (status == "error"))
+    engine.dispose()
