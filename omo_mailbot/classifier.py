@@ -223,7 +223,11 @@ def _sigmoid(calibrator: Any, decision: Any) -> Any:
     return 1.0 / (1.0 + np.exp(a * decision + b))
 
 
-WORD_CACHE_LIMIT = 20_000  # distinct words whose character n-grams are remembered (about 4 MB)
+# Distinct words whose character n-grams are remembered, and the longest word that is. Ordinary
+# words are short and recur; long tokens (URLs, encoded data) rarely recur and cost most, so they
+# are analysed every time. At most about 10 MB even when every word has the maximum length.
+WORD_CACHE_LIMIT = 10_000
+WORD_CACHE_MAX_LENGTH = 32
 
 
 def _feature_ids(vec: Any) -> Callable[[str], list[int]]:
@@ -250,9 +254,10 @@ def _feature_ids(vec: Any) -> Callable[[str], list[int]]:
             found = known.get(word)
             if found is None:
                 found = tuple(i for gram in word_ngrams(word) if (i := vocab.get(gram)) is not None)
-                if len(known) >= WORD_CACHE_LIMIT:
-                    known.clear()
-                known[word] = found
+                if len(word) <= WORD_CACHE_MAX_LENGTH:
+                    if len(known) >= WORD_CACHE_LIMIT:
+                        known.clear()
+                    known[word] = found
             out += found
         return out
 
