@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 from bench import gen
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.local_service import local_service
 
 
 def rollup(pid: int) -> dict[str, float]:
@@ -32,24 +29,10 @@ def rollup(pid: int) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    from omo_mailbot import classifier, db
-    from omo_mailbot.config import default_config, load_config
     from omo_mailbot.mail import parse
-    from omo_mailbot.service import build_service, training_set
 
     n = int(argv[0]) if argv else 2000
-    tmp = Path(tempfile.mkdtemp(prefix="omo-fork-"))
-    model = tmp / "model.skops"
-    classifier.save(classifier.train(*training_set(default_config(str(ROOT)))), model)
-    url = f"sqlite:///{tmp / 'fork.db'}"
-    db.upgrade(url)
-    (tmp / "fork.toml").write_text(
-        f'[database]\nurl = "{url}"\n[paths]\nrules_dir = "{ROOT / "rules"}"\n'
-        f'templates_dir = "{ROOT / "templates"}"\nmodel_file = "{model}"\ncorpus_dir = "{ROOT / "corpus" / "seed"}"\n'
-        f'[source]\nkind = "maildir"\nmaildir = "{tmp / "maildir"}"\n[delivery]\nkind = "files"\n'
-        f'outdir = "{tmp / "out"}"\n[service]\nlog_level = "ERROR"\n'
-    )
-    service, _engine = build_service(load_config(str(tmp / "fork.toml")))
+    service, _engine = local_service("omo-fork-", log_level="ERROR")
     decider = service.pipeline.decider
     mails = gen.backlog(n)
     decider.decide(parse(mails[0]))  # the parent has decided before, as a running service has

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import gen
+from bench.local_service import local_service
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -37,30 +37,15 @@ def _per_mail(fn: Callable[[T], R], items: Sequence[T]) -> tuple[float, list[R]]
 def main(argv: list[str]) -> int:
     import mailparser
 
-    from omo_mailbot import classifier, db
-    from omo_mailbot.config import default_config, load_config
     from omo_mailbot.guards import check
     from omo_mailbot.mail import parse
     from omo_mailbot.mailbox import FetchedMail
-    from omo_mailbot.service import build_service, training_set
     from omo_mailbot.text import language
     from omo_mailbot.verdict import decision_inputs
 
     n = int(argv[0]) if argv else 500
     mails = gen.backlog(n)
-    tmp = Path(tempfile.mkdtemp(prefix="omo-steps-"))
-    model = tmp / "model.skops"
-    texts, labels = training_set(default_config(str(ROOT)))
-    classifier.save(classifier.train(texts, labels), model)
-    url = f"sqlite:///{tmp / 'steps.db'}"
-    db.upgrade(url)
-    (tmp / "steps.toml").write_text(
-        f'[database]\nurl = "{url}"\n[paths]\nrules_dir = "{ROOT / "rules"}"\n'
-        f'templates_dir = "{ROOT / "templates"}"\nmodel_file = "{model}"\ncorpus_dir = "{ROOT / "corpus" / "seed"}"\n'
-        f'[source]\nkind = "maildir"\nmaildir = "{tmp / "maildir"}"\n[delivery]\nkind = "files"\n'
-        f'outdir = "{tmp / "out"}"\n[autoreply]\nglobal_max_per_hour = 1000000\n[service]\nlog_level = "WARNING"\n'
-    )
-    service, engine = build_service(load_config(str(tmp / "steps.toml")))
+    service, engine = local_service("omo-steps-")
     decider = service.pipeline.decider
     assert decider.model is not None
     model_ = decider.model
