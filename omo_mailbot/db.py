@@ -32,9 +32,9 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
-    """An engine for ``url``. ``read_only`` (SQLite): deferred transactions under ``query_only``,
-    which in WAL mode never wait for the writer — for health checks, counters and reports."""
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``. On SQLite every transaction takes the write lock at BEGIN (IMMEDIATE),
+    except those of :func:`reader`, which begin deferred and never wait for the writer."""
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
@@ -46,13 +46,11 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA foreign_keys = ON")
-            if read_only:
-                cur.execute("PRAGMA query_only = ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            deferred = read_only or conn.get_execution_options().get(READER, False)
+            deferred = conn.get_execution_options().get(READER, False)
             conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine

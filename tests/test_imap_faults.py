@@ -50,12 +50,8 @@ def user(own_dovecot: DovecotServer) -> str:
 
 def _count(sessions, model, *where) -> int:
     # read beside the busy writer, not behind it: a reader in WAL mode needs no lock
-    engine = db.make_engine(sessions.kw["bind"].url.render_as_string(hide_password=False), read_only=True)
-    try:
-        with db.session_factory(engine)() as s:
-            return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
-    finally:
-        engine.dispose()
+    with db.session_factory(db.reader(sessions.kw["bind"]))() as s:
+        return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
 
 
 def _wait(pred, timeout: float) -> bool:
