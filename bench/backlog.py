@@ -25,6 +25,31 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on this machine have spent so far (user, nice, system, irq, softirq)."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuClock:
+    """CPU spent between start and stop: by this process, and by the whole machine (Dovecot and the sink too)."""
+
+    def __init__(self) -> None:
+        self.own = time.process_time()
+        self.machine = machine_busy_seconds()
+
+    def stop(self, n: int) -> dict[str, float]:
+        own = time.process_time() - self.own
+        machine = machine_busy_seconds() - self.machine
+        return {
+            "cpu_own_seconds": own,
+            "cpu_machine_seconds": machine,
+            "cpu_machine_ms_per_mail": 1000 * machine / max(n, 1),
+        }
+
+
 def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, Any]:
     """imapclient BODY.PEEK[] in batches plus mail-parser: the least any reader must do."""
     import imapclient
@@ -34,6 +59,7 @@ def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, An
     client.login(user, password)
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
+    cpu = CpuClock()
     client.select_folder("INBOX", readonly=True)
     uids = client.search("ALL")
     n, size = 0, 0
@@ -46,8 +72,17 @@ def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, An
             n += 1
             size += len(raw)
     took = time.perf_counter() - t0
+    used = cpu.stop(n)
     client.logout()
-    return {"n": n, "seconds": took, "rate": n / took, "mb": size / 1e6, "rss_mb": peak_rss_mb(), "rss_base": baseline}
+    return {
+        "n": n,
+        "seconds": took,
+        "rate": n / took,
+        "mb": size / 1e6,
+        "rss_mb": peak_rss_mb(),
+        "rss_base": baseline,
+        **used,
+    }
 
 
 def decide(config: str, batch: int = 100) -> dict[str, Any]:
@@ -68,6 +103,7 @@ def decide(config: str, batch: int = 100) -> dict[str, Any]:
     client.login(cfg.imap.username, os.environ[cfg.imap.password_env])
     baseline = peak_rss_mb()
     t0 = time.perf_counter()
+    cpu = CpuClock()
     client.select_folder("INBOX", readonly=True)
     uids = client.search("ALL")
     n, labels = 0, {"acute": 0, "preparation": 0, "automated": 0}
@@ -76,8 +112,17 @@ def decide(config: str, batch: int = 100) -> dict[str, Any]:
             labels[decider.decide(parse(data[b"BODY[]"])).label] += 1
             n += 1
     took = time.perf_counter() - t0
+    used = cpu.stop(n)
     client.logout()
-    return {"n": n, "seconds": took, "rate": n / took, "labels": labels, "rss_mb": peak_rss_mb(), "rss_base": baseline}
+    return {
+        "n": n,
+        "seconds": took,
+        "rate": n / took,
+        "labels": labels,
+        "rss_mb": peak_rss_mb(),
+        "rss_base": baseline,
+        **used,
+    }
 
 
 def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
@@ -102,12 +147,14 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         profiler = Profiler(interval=0.002)
         profiler.start()
     t1 = time.perf_counter()
+    cpu = CpuClock()
     uidvalidity = service.source.open()
     n = service.ingest_pass(uidvalidity)
     service.source.close()
     t2 = time.perf_counter()
     service.drain_outbox()
     t3 = time.perf_counter()
+    used = cpu.stop(n)
     if profiler is not None:
         profiler.stop()
         with open(profile, "w") as fh:
@@ -127,6 +174,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         "outbox": outbox,
         "rss_mb": peak_rss_mb(),
         "rss_base": baseline,
+        **used,
     }
 
 

@@ -245,6 +245,19 @@ def bench_decisions(tmp: Path, model: Path) -> dict[str, Any]:
     }
 
 
+def cpu_rows(n: int, floor: dict[str, Any], pipe: dict[str, Any], cores: int) -> list[tuple[str, str, str, str]]:
+    """CPU per mail across the machine, and the best ratio any use of all cores could give for that work."""
+    if "cpu_machine_ms_per_mail" not in pipe:
+        return []
+    floor_ms = 1000 / floor["rate"]
+    bound = floor_ms / (pipe["cpu_machine_ms_per_mail"] / cores)
+    return [
+        (f"backlog N={n}: CPU per mail, all processes, floor", f"{floor['cpu_machine_ms_per_mail']:.2f}", "ms", ""),
+        (f"backlog N={n}: CPU per mail, all processes, pipeline", f"{pipe['cpu_machine_ms_per_mail']:.2f}", "ms", ""),
+        (f"backlog N={n}: ratio if that CPU were spread over {cores} cores", f"{bound:.2f}", "ratio", "upper bound"),
+    ]
+
+
 def table(result: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     for b in result["backlog"]:
@@ -255,6 +268,7 @@ def table(result: dict[str, Any]) -> str:
             (f"backlog N={n}: (floor + decide) / floor", f"{b['decide']['rate'] / f['rate']:.2f}", "ratio", ""),
             (f"backlog N={n}: full pipeline (ingest_pass + outbox drained)", f"{p['rate']:.0f}", "mails/s", ""),
             (f"backlog N={n}: pipeline / floor", f"{b['ratio']:.2f}", "ratio", "target >= 0.5"),
+            *cpu_rows(n, f, p, result["machine"]["cores"]),
             (f"backlog N={n}: peak RSS of the pipeline process (VmHWM)", f"{p['rss_mb']:.0f}", "MB", "target < 250"),
             (f"backlog N={n}: peak RSS of the floor process (VmHWM)", f"{f['rss_mb']:.0f}", "MB", ""),
         ]
