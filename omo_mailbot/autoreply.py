@@ -94,16 +94,22 @@ def build_reply(
     decision: Decision,
     recipient: Address,
     reference: str,
-    next_working_day: str,
+    contact_day: str,
     now: datetime,
     template: str = "acute_reply",
 ) -> tuple[bytes, str]:
-    """The automatic answer: ``acute_reply`` (guidance) or ``preparation_ack`` (an acknowledgement)."""
+    """The automatic answer: ``acute_reply`` (guidance) or ``preparation_ack`` (an acknowledgement).
+
+    ``contact_day`` is the day whose digest first shows the mail to the contact
+    persons (``WorkCalendar.first_digest_day``), written out. Templates written
+    before it was named so may still use ``next_working_day``.
+    """
     lang = "en" if decision.language == "en" else "nl"
     context = {
         "name": recipient.name,
         "reference": reference,
-        "next_working_day": next_working_day,
+        "contact_day": contact_day,
+        "next_working_day": contact_day,
         "our_address": smtp.from_address,
     }
     message_id = new_message_id(REPLY_PREFIX, smtp.message_id_domain)

@@ -286,7 +286,7 @@ def cmd_preview_reply(args: argparse.Namespace, cfg: Config) -> int:
         print(f"no auto-reply: {decision.auto_reply_blocked_by}")
         return 0
     now = datetime.now(UTC)
-    day = format_day(build_calendar(cfg).next_working_day(now.date()), decision.language)
+    day = format_day(build_calendar(cfg).first_digest_day(now, cfg.digest.zone, cfg.digest.at), decision.language)
     raw, _ = autoreply.build_reply(
         Templates(cfg.resolve(cfg.paths.templates_dir)),
         cfg.smtp,

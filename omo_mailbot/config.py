@@ -14,8 +14,10 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import tomlfile
 from .errors import ConfigError, Problem
@@ -222,6 +224,17 @@ class DigestConfig:
     require_authenticated_commands: bool = True
     trusted_authserv_ids: list[str] = field(default_factory=list)
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone of ``time`` and of the working days (validated at load)."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def at(self) -> clock_time:
+        """``time`` as a clock time (validated at load)."""
+        hh, mm = self.time.split(":")
+        return clock_time(int(hh), int(mm))
+
 
 @dataclass(frozen=True)
 class RosterConfig:
@@ -368,6 +381,11 @@ def _semantic_checks(cfg: Config, doc: TomlDoc, problems: list[Problem]) -> None
     hh, _, mm = cfg.digest.time.partition(":")
     if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
         problems.append(doc.problem(("digest", "time"), f'expected "HH:MM", got {_describe(cfg.digest.time)}'))
+    try:
+        ZoneInfo(cfg.digest.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        known = 'not a known time zone such as "Europe/Amsterdam"'
+        problems.append(doc.problem(("digest", "timezone"), f"{known}: {_describe(cfg.digest.timezone)}"))
 
 
 def load_config(path: Path | str) -> Config:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from email.policy import SMTP
 from email.utils import formataddr
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import css_inline
 from sqlalchemy import func, select
@@ -91,9 +90,8 @@ class DigestBuilder:
         self.templates = templates
         self.calendar = calendar
         self.roster = roster
-        self.tz = ZoneInfo(cfg.digest.timezone)
-        hh, mm = cfg.digest.time.split(":")
-        self.at = time(int(hh), int(mm))
+        self.tz = cfg.digest.zone
+        self.at = cfg.digest.at
 
     # time helpers ---------------------------------------------------------------
     def local(self, moment: datetime) -> datetime:

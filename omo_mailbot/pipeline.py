@@ -503,7 +503,8 @@ class Pipeline:
         queued = 0
         replied = False
         if blocked is None and recipient is not None:
-            day = format_day(self.calendar.next_working_day(now.date()), decision.language)
+            first = self.calendar.first_digest_day(now, cfg.digest.zone, cfg.digest.at)
+            day = format_day(first, decision.language)
             raw, msgid = autoreply.build_reply(
                 self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient, case.reference, day, now, template
             )

@@ -10,7 +10,7 @@ extra working days come from config too.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 import holidays as holidays_lib
 
@@ -71,6 +71,18 @@ class WorkCalendar:
                 return probe
             probe += timedelta(days=1)
         return probe
+
+    def first_digest_day(self, moment: datetime, zone: tzinfo, at: time) -> date:
+        """The day whose digest (sent at ``at`` in ``zone``) first lists a mail that arrives at ``moment``.
+
+        Today when today is a working day and its digest is still to come, else
+        the next working day. The automatic answers name this day.
+        """
+        local = moment.astimezone(zone)
+        today = local.date()
+        if self.is_working_day(today) and local.time() < at:
+            return today
+        return self.next_working_day(today)
 
     def working_days_between(self, start: date, end: date) -> int:
         """Working days after ``start`` up to and including ``end``."""

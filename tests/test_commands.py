@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import email
 from email import policy
+from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from omo_mailbot import cli, db
@@ -16,9 +18,12 @@ from omo_mailbot.commands import authentication_problem, find_commands
 from omo_mailbot.mail import parse
 from omo_mailbot.models import Case, CaseEvent, Relabel, Verdict
 from omo_mailbot.service import build_service
+from omo_mailbot.templating import Templates
 
 from . import mails
 from .rosterkit import ADA, AUTH_FAIL, AUTH_OK, BOB, DEE, FixedClock, write_roster
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _append(dovecot, user, *raws: bytes) -> None:
@@ -205,3 +210,22 @@ def test_a_contact_person_is_never_auto_replied(dovecot, mailbox_user, smtp_sink
     assert s.scalar(select(func.count(Case.id))) == 1
     s.close()
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("done", "refused", "summary"),
+    [
+        (1, 0, "Uw opdracht is uitgevoerd:"),
+        (3, 0, "Uw opdrachten zijn uitgevoerd:"),
+        (0, 1, "Uw opdracht is niet uitgevoerd:"),
+        (0, 2, "Uw opdrachten zijn niet uitgevoerd:"),
+        (1, 2, "Van uw 3 opdrachten is er 1 uitgevoerd en 2 niet:"),
+        (2, 1, "Van uw 3 opdrachten zijn er 2 uitgevoerd en 1 niet:"),
+    ],
+)
+def test_the_answer_to_a_command_mail_counts_in_correct_dutch(done, refused, summary):
+    results = [{"line": f"sluit OMO-2026-000{i}", "done": i < done, "text": "x"} for i in range(done + refused)]
+    text = Templates(ROOT / "templates").render_text(
+        "command_reply.txt", {"name": "Ada", "results": results, "done": done, "refused": refused}
+    )
+    assert text.splitlines()[2] == summary

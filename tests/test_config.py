@@ -83,3 +83,10 @@ def test_relative_sqlite_paths_are_relative_to_the_config_file(tmp_path):
     path.parent.mkdir()
     path.write_text('[source]\nkind = "maildir"\n[database]\nurl = "sqlite:///data/omo.db"\n')
     assert load_config(path).database.url == f"sqlite:///{tmp_path / 'sub' / 'data' / 'omo.db'}"
+
+
+def test_an_unknown_time_zone_names_its_line(tmp_path):
+    (problem,) = _problems(tmp_path, '[imap]\nusername = "x"\n[digest]\ntimezone = "Europe/Amsterdm"\n')
+    assert problem == (
+        f'{tmp_path / "c.toml"}:4: digest.timezone: not a known time zone such as "Europe/Amsterdam": "Europe/Amsterdm"'
+    )

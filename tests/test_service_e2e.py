@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from email import policy
 
 import pytest
@@ -159,6 +160,31 @@ def test_mail_appended_during_idle_is_answered_without_waiting_for_a_poll(
         runner.join(timeout=10)
     assert not runner.is_alive(), "the service did not stop within 10 s"
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("now", "day"),
+    [
+        (datetime(2026, 12, 1, 6, 30, tzinfo=UTC), "dinsdag 1 december 2026"),  # 07:30 in Amsterdam, before the digest
+        (datetime(2026, 12, 4, 16, 0, tzinfo=UTC), "maandag 7 december 2026"),  # Friday afternoon
+    ],
+)
+def test_the_answer_names_the_day_of_the_first_digest_and_no_name_from_the_mail(
+    dovecot, mailbox_user, smtp_sink, make_config, now, day
+):
+    _append(dovecot, mailbox_user, mails.acute())
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    service, engine = build_service(cfg, clock=lambda: now)
+    service.run_once()
+    engine.dispose()
+
+    (reply,) = [m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]
+    parsed = email.message_from_bytes(reply.content, policy=policy.default)
+    text = parsed.get_body(("plain",)).get_content()
+    html = parsed.get_body(("html",)).get_content()
+    assert f"uiterlijk op {day} onder ogen" in text and f"uiterlijk op {day} onder ogen" in html
+    assert text.startswith("Geachte heer, mevrouw,")  # a display name is the sender's own text, never our greeting
+    assert "Vermeer" not in text and "Vermeer" not in html
 
 
 def test_uidvalidity_change_rescans_without_duplicates(dovecot, mailbox_user, smtp_sink, make_config):

@@ -9,7 +9,10 @@ hand against the Easter dates (28 March 2027, 16 April 2028, 1 April 2029).
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from omo_mailbot.config import default_config
 from omo_mailbot.workdays import WorkCalendar
@@ -82,3 +85,23 @@ def test_the_next_working_day_skips_a_long_weekend():
     cal = _calendar()
     assert cal.next_working_day(date(2027, 5, 14)) == date(2027, 5, 18)  # Friday -> Tuesday after Pinksteren
     assert cal.working_days_between(date(2027, 5, 14), date(2027, 5, 18)) == 1
+
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+EIGHT = time(8, 0)
+
+
+@pytest.mark.parametrize(
+    ("arrives", "first_digest"),
+    [
+        (datetime(2026, 12, 1, 7, 59, tzinfo=AMSTERDAM), date(2026, 12, 1)),  # Tuesday before the digest: today
+        (datetime(2026, 12, 1, 8, 0, tzinfo=AMSTERDAM), date(2026, 12, 2)),  # the digest has gone: tomorrow
+        (datetime(2026, 12, 4, 17, 0, tzinfo=AMSTERDAM), date(2026, 12, 7)),  # Friday afternoon: Monday
+        (datetime(2026, 12, 5, 6, 0, tzinfo=AMSTERDAM), date(2026, 12, 7)),  # Saturday morning: Monday
+        (datetime(2027, 5, 14, 9, 0, tzinfo=AMSTERDAM), date(2027, 5, 18)),  # before Pinksteren: Tuesday
+        (datetime(2026, 12, 1, 6, 30, tzinfo=UTC), date(2026, 12, 1)),  # 07:30 in Amsterdam
+        (datetime(2026, 11, 30, 23, 30, tzinfo=UTC), date(2026, 12, 1)),  # already Tuesday 00:30 in Amsterdam
+    ],
+)
+def test_the_answer_names_the_day_whose_digest_first_shows_the_mail(arrives, first_digest):
+    assert _calendar().first_digest_day(arrives, AMSTERDAM, EIGHT) == first_digest
