@@ -427,11 +427,11 @@ def _batches(mails: Iterator[FetchedMail], size: int) -> Iterator[list[FetchedMa
 def build_service(
     cfg: Config, *, clock: Clock = utcnow, state: ServiceState | None = None, decider: Decider | None = None
 ) -> tuple[Service, Engine]:
+    templates = Templates(cfg.resolve(cfg.paths.templates_dir))  # operator files first: cheap, and fail fast
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
     roster, routing = load_roster_and_routing(cfg)
     decider = decider or build_decider(cfg, sessions=sessions, roster_addresses=roster.addresses if roster else None)
-    templates = Templates(cfg.resolve(cfg.paths.templates_dir))
     pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock, roster=roster, routing=routing)
     digests = build_digests(cfg, sessions, roster, templates, clock) if roster is not None else None
     outbox = OutboxWorker(

@@ -150,7 +150,10 @@ def test_preparation_mail_is_acknowledged_only_when_the_operator_turns_it_on(
     reply = email.message_from_bytes(ack.content)
     assert ack.rcpt_tos == ["ruud.bakker@gemeente-voorbeeld.nl"]
     assert reply["Auto-Submitted"] == "auto-replied" and "OMO-" in reply["Subject"]
-    assert "contactpersoon" in reply.get_payload(0).get_payload(decode=True).decode()
+    assert (
+        "De contactpersonen van het netwerk krijgen het uiterlijk op"
+        in reply.get_payload(0).get_payload(decode=True).decode()
+    )
     with service.sessions() as s:
         labels = s.execute(select(Verdict.label, Verdict.auto_reply).order_by(Verdict.id)).all()
     assert labels == [("preparation", True), ("automated", False)]

@@ -65,7 +65,7 @@ def test_run_refuses_an_outdated_schema_and_names_the_command(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'[source]\nkind = "maildir"\nmaildir = "{ROOT / "sample" / "mailbox"}"\n'
-        f'[database]\nurl = "sqlite:///{tmp_path / "empty.db"}"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "empty.db"}"\n[paths]\ntemplates_dir = "{ROOT / "templates"}"\n'
     )
     assert main(["--config", str(cfg), "run", "--once"]) == 2
     assert "omo-mailbot db upgrade" in capsys.readouterr().err
