@@ -27,7 +27,9 @@ def test_unit_is_a_notify_service_with_watchdog_restart_config_check_and_hardeni
     assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
     assert int(service["WatchdogSec"]) >= 60
     assert service["Restart"] == "on-failure"
-    assert service["ExecStartPre"].endswith("check-config")
+    # a configuration error must end the unit, not loop: only the main process's exit code 2 is honoured
+    assert "ExecStartPre" not in service
+    assert "2" in service["RestartPreventExitStatus"].split()
     assert service["ExecStart"].endswith(" run")
     assert service["KillSignal"] == "SIGTERM"
     assert "EnvironmentFile" in service or "LoadCredential" in service
