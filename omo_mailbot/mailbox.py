@@ -211,8 +211,8 @@ class ImapSource:
         With IDLE the wait is cut into one-second slices so that a stop request is
         honoured quickly; any error means the connection is gone.
         """
-        if not self._idle_capable:
-            stop.wait(timeout)
+        if not self._idle_capable:  # IDLE switched off, or not offered: poll at the polling interval
+            stop.wait(min(timeout, float(self.cfg.poll_interval_seconds)))
             self._call("NOOP", "noop")
             return False
         # Mail that arrived since the last command may not be announced once IDLE has

@@ -105,9 +105,16 @@ def ensure_dovecot() -> str | None:
 
 class DovecotServer:
     def __init__(
-        self, users: dict[str, str], *, mailuser: str = "dovecot", extra_mechs: str = "", extra_passdb: str = ""
+        self,
+        users: dict[str, str],
+        *,
+        mailuser: str = "dovecot",
+        extra_mechs: str = "",
+        extra_passdb: str = "",
+        extra_conf: str = "",
     ) -> None:
         self.users = dict(users)
+        self.extra_conf = extra_conf
         self.mailuser = mailuser
         self.extra_mechs = extra_mechs
         self.extra_passdb = extra_passdb
@@ -138,6 +145,7 @@ class DovecotServer:
                 extra_mechs=self.extra_mechs,
                 extra_passdb=self.extra_passdb,
             )
+            + self.extra_conf
         )
 
     def start(self, port: int | None = None, attempts: int = 3) -> None:

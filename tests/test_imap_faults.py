@@ -202,3 +202,32 @@ def test_uidvalidity_change_rescans_the_folder_without_duplicates(own_dovecot, u
     assert len(smtp_sink.messages) == replies_before + 2  # the new mail's reply and duty alert, nothing repeated
     _no_doubles(service.sessions, smtp_sink)
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def dovecot_without_idle() -> Iterator[DovecotServer]:
+    """A server that does not offer IDLE (its post-login CAPABILITY lists no IDLE)."""
+    srv = DovecotServer(
+        users={"omo": "omo-secret"}, extra_conf="imap_capability = IMAP4rev1 LITERAL+ UIDPLUS MULTIAPPEND\n"
+    )
+    srv.start()
+    yield srv
+    srv.cleanup()
+
+
+def test_a_server_without_idle_is_polled_at_the_polling_interval(dovecot_without_idle, smtp_sink, make_config):
+    client = dovecot_without_idle.client("omo")
+    assert not client.has_capability("IDLE")
+    client.logout()
+    # IDLE stays on in the config: the service must notice the server lacks it and poll every second,
+    # not wait for idle_renew_seconds (600 s here)
+    cfg = make_config(
+        dovecot=dovecot_without_idle, user="omo", sink=smtp_sink, extra="[imap]\npoll_interval_seconds = 1\n"
+    )
+    assert cfg.imap.use_idle and cfg.imap.idle_renew_seconds == 600
+    with Running(cfg) as run:
+        sessions = run.service.sessions
+        assert _wait(lambda: run.state.last_poll_ok > 0, 30)
+        time.sleep(1.5)  # into the wait between polls
+        append_all(dovecot_without_idle, "omo", [mails.preparation()])
+        assert _wait(lambda: _count(sessions, Message) == 1, 15)
