@@ -198,8 +198,12 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
                 .scalars()
                 .first()
             )
-            if row is None or row.raw is None:
-                print(f"no stored mail with Message-ID {args.message_id} (or its body was purged)", file=sys.stderr)
+            if row is None:
+                print(f"no stored mail with Message-ID {args.message_id}", file=sys.stderr)
+                return 1
+            if row.raw is None:
+                when = f" on {row.purged_at:%Y-%m-%d}" if row.purged_at else ""
+                print(f"stored message {row.id}: its body was purged{when}; only the verdict is kept", file=sys.stderr)
                 return 1
             stored = s.execute(select(Verdict).where(Verdict.message_id == row.id)).scalar_one_or_none()
             mail = parse(row.raw)
@@ -304,11 +308,14 @@ def cmd_preview_reply(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_check_config(args: argparse.Namespace, cfg: Config) -> int:
     from .rules import load_rules
+    from .service import load_roster_and_routing
     from .templating import Templates
 
     load_rules(cfg.resolve(cfg.paths.rules_dir))
     Templates(cfg.resolve(cfg.paths.templates_dir))
-    print(f"{args.config}: configuration, rules and templates are valid")
+    roster, routing = load_roster_and_routing(cfg)
+    files = ["configuration", "rules", "templates"] + ["roster"] * bool(roster) + ["routing"] * bool(routing)
+    print(f"{args.config}: {', '.join(files[:-1])} and {files[-1]} are valid")
     if args.live:
         from .live_check import live_check
 
@@ -351,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     dbp.add_argument("action", choices=["upgrade", "current"])
     dbp.set_defaults(func=cmd_db, needs_config=False)
 
-    tr = sub.add_parser("train", help="train the classifier on the seed corpus (and stored relabels)")
+    tr = sub.add_parser("train", help="train the classifier on the seed corpus (with --with-relabels: and relabels)")
     tr.add_argument("--with-relabels", action="store_true", help="also use relabels stored in the database")
     tr.set_defaults(func=cmd_train, needs_config=False)
 

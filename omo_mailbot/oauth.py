@@ -1,9 +1,10 @@
 """OAuth2 access tokens for XOAUTH2 (Microsoft 365 client-credentials flow; the only importer of msal).
 
 A fresh token is asked for on every (re)connect; msal serves it from its own
-cache until shortly before expiry, so no refresh logic lives here. For tests
-and other identity providers, ``oauth.token_url`` (a plain OAuth2 token
-endpoint) can be used instead of the Microsoft authority.
+cache until shortly before expiry, so no refresh logic lives here. For tests,
+an ``oauth.authority`` on loopback (``http://127.0.0.1…`` or
+``http://localhost…``) is treated as a plain OAuth2 token endpoint and asked
+directly with the client-credentials grant, without msal.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from omo_mailbot.cli import main
 from omo_mailbot.service import training_set
 
 from . import mails
+from .rosterkit import ROSTER, write_roster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,3 +113,16 @@ def test_relabels_join_the_training_data(tmp_path, make_config, dovecot, mailbox
     texts, labels = training_set(cfg, service.sessions)
     assert len(texts) == len(base) + 1 and labels[-1] == "acute"
     engine.dispose()
+
+
+def test_check_config_checks_the_roster_and_routing_files_too(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[source]\nkind = "maildir"\nmaildir = "{ROOT / "sample" / "mailbox"}"\n[paths]\n'
+        f'templates_dir = "{ROOT / "templates"}"\nrules_dir = "{ROOT / "rules"}"\n' + write_roster(tmp_path)
+    )
+    assert main(["--config", str(cfg), "check-config"]) == 0
+    assert "configuration, rules, templates, roster and routing are valid" in capsys.readouterr().out
+    (tmp_path / "roster.toml").write_text(ROSTER.replace('capacity = 2', 'capacity = "twee"'))
+    assert main(["--config", str(cfg), "check-config"]) == 1
+    assert f"{tmp_path / 'roster.toml'}:" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from omo_mailbot.cli import main
 from omo_mailbot.models import Case, CaseEvent, Message, OutboxMail, Verdict
 from omo_mailbot.purge import purge
 from omo_mailbot.service import build_service
@@ -32,7 +33,9 @@ def _state(sessions):
         )
 
 
-def test_old_mail_bodies_are_purged_while_cases_and_recent_mail_stay(dovecot, mailbox_user, smtp_sink, make_config):
+def test_old_mail_bodies_are_purged_while_cases_and_recent_mail_stay(
+    dovecot, mailbox_user, smtp_sink, make_config, tmp_path, capsys
+):
     cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra="[privacy]\nretention_days = 30\n")
     append_all(dovecot, mailbox_user, [mails.acute(msgid="<oud@gemeente.example>")])
     old_service, engine = build_service(cfg, clock=lambda: NOW - timedelta(days=40))
@@ -58,6 +61,9 @@ def test_old_mail_bodies_are_purged_while_cases_and_recent_mail_stay(dovecot, ma
     assert (n_cases, n_events, n_verdicts) == before[2:]  # cases, their history and the verdicts stay
     assert purge(service.sessions, cfg.privacy.retention_days, NOW).messages == 0  # idempotent
     engine.dispose()
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "config.toml"), "explain", "--message-id", "<oud@gemeente.example>"]) == 1
+    assert f"its body was purged on {NOW:%Y-%m-%d}" in capsys.readouterr().err
 
 
 def test_pending_outgoing_mail_is_never_purged(make_config):
