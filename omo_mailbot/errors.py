@@ -11,7 +11,9 @@
         ├── AuthenticationFailed    bad credentials: bounded retries, then stop loudly
         └── FolderMissing           the configured folder does not exist: a configuration error
     └── DeliveryError          the SMTP side failed
-        ├── TransientDeliveryError  4xx or connection trouble: retry with backoff
+        ├── TransientDeliveryError  4xx: retry this mail with backoff
+        │   └── ReceiverUnavailable     unreachable, 421: the whole queue waits, attempts not counted
+        │       └── SmtpLoginRefused    our login was refused: the same, and an operator must act
         └── PermanentDeliveryError  5xx: park the outbox row for a human
 
 The composition root (cli, service) is the only place that turns these into
@@ -89,6 +91,14 @@ class TransientDeliveryError(DeliveryError):
 
 class ReceiverUnavailable(TransientDeliveryError):
     """The SMTP server cannot be reached, hung up or said 421: every queued mail waits, in order."""
+
+
+class SmtpLoginRefused(ReceiverUnavailable):
+    """The SMTP server refused our login (or XOAUTH2 is not set up): no mail can go, every queued mail waits.
+
+    Not a failure of any one mail: a rotated password or an expired client secret
+    must not park the whole outbox as failed.
+    """
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -16,7 +16,14 @@ from __future__ import annotations
 import socket
 
 from .config import Config, ImapConfig, OAuthConfig, SmtpConfig
-from .errors import AuthenticationFailed, DeliveryError, FolderMissing, PermanentDeliveryError, TransientMailboxError
+from .errors import (
+    AuthenticationFailed,
+    DeliveryError,
+    FolderMissing,
+    PermanentDeliveryError,
+    SmtpLoginRefused,
+    TransientMailboxError,
+)
 from .mailbox import ImapSource
 from .mailer import SmtpMailer
 from .service import token_provider
@@ -83,7 +90,7 @@ def check_smtp(smtp: SmtpConfig, oauth: OAuthConfig) -> str | None:
         mailer.connect()
     except AuthenticationFailed as exc:
         return f"[oauth] (smtp.auth = xoauth2): {exc}"
-    except PermanentDeliveryError as exc:
+    except (PermanentDeliveryError, SmtpLoginRefused) as exc:
         if smtp.auth == "xoauth2":
             return f"[oauth] / smtp.username (auth = xoauth2): {exc}"
         return f"smtp.username / {smtp.password_env} (the password): {exc}"

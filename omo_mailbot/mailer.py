@@ -1,9 +1,11 @@
 """Where mail leaves: SMTP (smtplib, persistent connection) or .eml files in a folder.
 
-SMTP failures are sorted at this boundary: connection trouble and 4xx replies
-(and 421/451/452) raise :class:`TransientDeliveryError`, other 5xx replies raise
-:class:`PermanentDeliveryError`. The envelope sender may be empty: smtplib then
-sends ``MAIL FROM:<>``, the null sender RFC 3834 asks for auto-replies.
+SMTP failures are sorted at this boundary: an unreachable server and 421 raise
+:class:`ReceiverUnavailable`, a refused login :class:`SmtpLoginRefused` (both
+hold the whole queue), other 4xx replies and 451/452 raise
+:class:`TransientDeliveryError`, other 5xx replies :class:`PermanentDeliveryError`.
+The envelope sender may be empty: smtplib then sends ``MAIL FROM:<>``, the null
+sender RFC 3834 asks for auto-replies.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .config import SmtpConfig
-from .errors import PermanentDeliveryError, ReceiverUnavailable, TransientDeliveryError
+from .errors import PermanentDeliveryError, ReceiverUnavailable, SmtpLoginRefused, TransientDeliveryError
 
 TRANSIENT_5XX = {421, 451, 452}
 
@@ -54,17 +56,17 @@ class SmtpMailer:
                     conn.starttls(context=ctx)
             if cfg.auth == "xoauth2":
                 if self._token_provider is None:
-                    raise PermanentDeliveryError("smtp.auth is xoauth2 but no [oauth] token source is configured")
+                    raise SmtpLoginRefused("smtp.auth is xoauth2 but no [oauth] token source is configured")
                 token = self._token_provider()
                 conn.ehlo_or_helo_if_needed()
                 auth = f"user={cfg.username}\x01auth=Bearer {token}\x01\x01"
                 code, _ = conn.docmd("AUTH", "XOAUTH2 " + base64.b64encode(auth.encode()).decode())
                 if code != 235:
-                    raise PermanentDeliveryError(f"SMTP XOAUTH2 refused ({code}); check the [oauth] settings")
+                    raise SmtpLoginRefused(f"SMTP XOAUTH2 refused ({code}); check the [oauth] settings")
             elif cfg.auth == "password" and cfg.username:
                 conn.login(cfg.username, cfg.password())
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentDeliveryError(
+            raise SmtpLoginRefused(
                 f"SMTP login refused ({exc.smtp_code}); check smtp.username and the variable named by smtp.password_env"
             ) from None
         except smtplib.SMTPResponseException as exc:

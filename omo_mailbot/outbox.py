@@ -1,9 +1,13 @@
 """The outbox: mail is queued in the deciding transaction and sent afterwards.
 
-A row is claimed (``pending`` -> ``sending`` with a lease, committed) before the
-SMTP conversation, and marked ``sent`` after the server accepted it. A crash
-in between leaves a ``sending`` row whose lease expires; :meth:`OutboxWorker.reap`
-returns it to ``pending`` and that one mail may go out twice, nothing else can.
+A row is claimed (``pending`` -> ``sending`` with a lease, committed) just
+before its SMTP conversation, one row at a time, and marked ``sent`` after the
+server accepted it. A crash in between leaves a ``sending`` row whose lease
+expires; :meth:`OutboxWorker.reap` returns it to ``pending`` and that one mail
+may go out twice, nothing else can. Claiming one row at a time keeps each lease
+about one SMTP conversation long (a lease over a whole batch ran out while the
+batch was still being sent, and another worker sent the rest again), and every
+result is written only while this worker still holds the row.
 Failures back off exponentially up to ``smtp.max_attempts``; then the row is
 parked as ``failed`` for a human. On PostgreSQL rows are claimed with
 ``FOR UPDATE SKIP LOCKED`` so several instances never claim the same row.
@@ -17,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -85,6 +90,7 @@ class OutboxWorker:
         clock: Clock,
         lease_seconds: float = 60.0,
         readers: sessionmaker[Session] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.sessions = sessions
         self.readers = readers or sessions  # for next_due_in, which only reads
@@ -93,7 +99,9 @@ class OutboxWorker:
         self.holder = holder
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
+        self.stopping = stopping  # checked before each claim: a stopping service sends nothing new
         self._sent_times: deque[float] = deque()
+        self._outages = 0  # consecutive sends the receiver was unavailable for (spaces the retries)
 
     def _backoff(self, attempts: int) -> timedelta:
         seconds = min(self.cfg.backoff_max_seconds, self.cfg.backoff_base_seconds * 2 ** max(0, attempts - 1))
@@ -143,54 +151,75 @@ class OutboxWorker:
         return max(0, self.cfg.max_per_minute - len(self._sent_times))
 
     def run_once(self, limit: int = 50) -> SendStats:
+        """Send up to ``limit`` due rows (fewer when throttled or stopping), claiming each just before it goes."""
         stats = SendStats()
         allowance = self._allowance()
         if allowance == 0:
             stats.throttled = True
             return stats
-        claimed = self._claim(min(limit, allowance))
-        for index, (row_id, envelope_from, recipient, raw, attempts) in enumerate(claimed):
-            started = time.perf_counter()
-            try:
-                self.mailer.send(envelope_from, recipient, raw)
-            except ReceiverUnavailable as exc:
-                # the receiver is down, not this mail: nothing may overtake it once the receiver is back
-                self._record_failure(row_id, attempts, str(exc), permanent=False, stats=stats)
-                self._hold_behind(row_id, [c[0] for c in claimed[index + 1 :]])
+        for _ in range(min(limit, allowance)):
+            if self.stopping():
                 break
-            except TransientDeliveryError as exc:
-                self._record_failure(row_id, attempts, str(exc), permanent=False, stats=stats)
-                continue
-            except PermanentDeliveryError as exc:
-                self._record_failure(row_id, attempts, str(exc), permanent=True, stats=stats)
-                continue
-            except Exception as exc:  # a bug in a mailer must not lose the row
-                self._record_failure(row_id, attempts, f"{type(exc).__name__}: {exc}", permanent=False, stats=stats)
-                continue
-            self._sent_times.append(time.monotonic())
-            with self.sessions.begin() as s:
-                s.execute(
-                    update(OutboxMail)
-                    .where(OutboxMail.id == row_id)
-                    .values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None)
-                )
-            stats.sent += 1
-            log.info(
-                "outbox sent",
-                extra={"outbox_id": row_id, "attempt": attempts, "send_ms": _ms(time.perf_counter() - started)},
-            )
+            claimed = self._claim(1)
+            if not claimed:
+                break
+            if not self._send_one(*claimed[0], stats=stats):
+                break
         return stats
+
+    def _send_one(
+        self, row_id: int, envelope_from: str, recipient: str, raw: bytes, attempts: int, *, stats: SendStats
+    ) -> bool:
+        """Send one claimed row and record the result; False when the receiver is unavailable (stop for now)."""
+        started = time.perf_counter()
+        try:
+            self.mailer.send(envelope_from, recipient, raw)
+        except ReceiverUnavailable as exc:
+            # the receiver is down or refuses our login, not this mail: the attempt does not count against
+            # it, and nothing may overtake it once the receiver is back
+            self._outages += 1
+            self._hold(row_id, str(exc), stats=stats)
+            return False
+        except TransientDeliveryError as exc:
+            self._record_failure(row_id, attempts, str(exc), permanent=False, stats=stats)
+            return True
+        except PermanentDeliveryError as exc:
+            self._record_failure(row_id, attempts, str(exc), permanent=True, stats=stats)
+            return True
+        except Exception as exc:  # a bug in a mailer must not lose the row
+            self._record_failure(row_id, attempts, f"{type(exc).__name__}: {exc}", permanent=False, stats=stats)
+            return True
+        self._outages = 0
+        self._sent_times.append(time.monotonic())
+        with self.sessions.begin() as s:
+            recorded = s.execute(
+                self._mine(row_id).values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None)
+            )
+        stats.sent += 1
+        if not getattr(recorded, "rowcount", 1):
+            # the lease ran out during the send and another worker took the row: it may send it again
+            log.warning("outbox sent after its lease ran out", extra={"outbox_id": row_id, "attempt": attempts})
+        log.info(
+            "outbox sent",
+            extra={"outbox_id": row_id, "attempt": attempts, "send_ms": _ms(time.perf_counter() - started)},
+        )
+        return True
+
+    def _mine(self, row_id: int) -> Any:
+        """An UPDATE of ``row_id`` that only touches it while this worker still holds its lease."""
+        return update(OutboxMail).where(
+            OutboxMail.id == row_id, OutboxMail.status == "sending", OutboxMail.lease_holder == self.holder
+        )
 
     def _record_failure(self, row_id: int, attempts: int, error: str, *, permanent: bool, stats: SendStats) -> None:
         give_up = permanent or attempts >= self.cfg.max_attempts
         now = self.clock()
         with self.sessions.begin() as s:
             s.execute(
-                update(OutboxMail)
-                .where(OutboxMail.id == row_id)
-                .values(
+                self._mine(row_id).values(
                     status="failed" if give_up else "pending",
                     lease_until=None,
+                    lease_holder=None,
                     last_error=error[:2000],
                     next_attempt_at=now if give_up else now + self._backoff(attempts),
                 )
@@ -204,28 +233,31 @@ class OutboxWorker:
             stats.retried += 1
             log.info("outbox send failed, will retry", extra={"outbox_id": row_id, "attempts": attempts})
 
-    def _hold_behind(self, failed_id: int, unsent: list[int]) -> None:
-        """Keep queue order through an outage: claimed rows go back untried, and no row queued
-        after ``failed_id`` becomes due before it."""
+    def _hold(self, row_id: int, error: str, *, stats: SendStats) -> None:
+        """The receiver is unavailable: give the row back untried, due after a backoff that grows with the
+        outage, and keep queue order (no row queued after it becomes due before it)."""
+        until = self.clock() + self._backoff(self._outages)
         with self.sessions.begin() as s:
-            until = s.execute(select(OutboxMail.next_attempt_at).where(OutboxMail.id == failed_id)).scalar_one()
-            if unsent:
-                s.execute(
-                    update(OutboxMail)
-                    .where(OutboxMail.id.in_(unsent), OutboxMail.status == "sending")
-                    .values(
-                        status="pending",
-                        lease_until=None,
-                        lease_holder=None,
-                        attempts=OutboxMail.attempts - 1,
-                        next_attempt_at=until,
-                    )
+            s.execute(
+                self._mine(row_id).values(
+                    status="pending",
+                    lease_until=None,
+                    lease_holder=None,
+                    attempts=OutboxMail.attempts - 1,
+                    last_error=error[:2000],
+                    next_attempt_at=until,
                 )
+            )
             s.execute(
                 update(OutboxMail)
-                .where(OutboxMail.status == "pending", OutboxMail.id > failed_id, OutboxMail.next_attempt_at < until)
+                .where(OutboxMail.status == "pending", OutboxMail.id > row_id, OutboxMail.next_attempt_at < until)
                 .values(next_attempt_at=until)
             )
+        stats.retried += 1
+        log.warning(
+            "SMTP receiver unavailable; the outbox waits",
+            extra={"outbox_id": row_id, "outages": self._outages, "error": error[:200]},
+        )
 
     def next_due_in(self) -> float | None:
         """Seconds until the next pending row is due, or None when nothing is pending."""

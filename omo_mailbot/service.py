@@ -10,6 +10,7 @@ outbox thread, which sends at once rather than at its next poll.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -428,6 +429,7 @@ def build_service(
     cfg: Config, *, clock: Clock = utcnow, state: ServiceState | None = None, decider: Decider | None = None
 ) -> tuple[Service, Engine]:
     templates = Templates(cfg.resolve(cfg.paths.templates_dir))  # operator files first: cheap, and fail fast
+    state = state or ServiceState()
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
     roster, routing = load_roster_and_routing(cfg)
@@ -438,10 +440,11 @@ def build_service(
         sessions,
         build_mailer(cfg),
         cfg.smtp,
-        holder=cfg.service.instance_name,
+        holder=f"{cfg.service.instance_name}/{os.getpid()}",  # unique even when instances share a name
         clock=clock,
         lease_seconds=max(cfg.smtp.timeout_seconds * 2, cfg.service.lease_seconds),
         readers=db.session_factory(db.reader(engine)),
+        stopping=state.stop.is_set,
     )
     leader: Leadership = SoleLeader()
     if not db.is_sqlite(cfg.database.url):

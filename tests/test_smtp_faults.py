@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -88,7 +90,9 @@ def test_a_receiver_that_is_down_for_a_while_gets_everything_once_after_it_retur
         time.sleep(1.0)
         service.drain_outbox()  # still down: one more try of the first mail, nothing lost
         rows = _rows(service)
-        assert all(r.status == "pending" for r in rows) and rows[0].attempts == 2
+        assert all(r.status == "pending" for r in rows)
+        assert rows[0].next_attempt_at > first.next_attempt_at  # it was tried again, later each time...
+        assert rows[0].attempts == 0  # ...and an outage never counts against a mail's attempts
     finally:
         _restart(smtp_sink)
     assert _drain_until(service, lambda rows: all(r.status == "sent" for r in rows), 15)
@@ -108,18 +112,21 @@ def test_a_permanent_refusal_parks_the_mail_as_failed_without_retrying(service, 
 
 
 class FlakyReceiver:
-    """A Mailer whose receiver is unreachable for the first ``failures`` sends, then accepts everything."""
+    """A Mailer whose receiver is unreachable (or refuses our login) for the first ``failures`` sends."""
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
-        self.accepted: list[bytes] = []
-
-    def send(self, envelope_from: str, recipient: str, raw: bytes) -> None:
+    def __init__(self, failures: int, error: type[Exception] | None = None) -> None:
         from omo_mailbot.errors import ReceiverUnavailable
 
+        self.failures = failures
+        self.error = error or ReceiverUnavailable
+        self.accepted: list[bytes] = []
+        self.during_send: Callable[[], None] = lambda: None
+
+    def send(self, envelope_from: str, recipient: str, raw: bytes) -> None:
         if self.failures:
             self.failures -= 1
-            raise ReceiverUnavailable("cannot reach SMTP 127.0.0.1:25: ConnectionRefusedError")
+            raise self.error("cannot reach SMTP 127.0.0.1:25: ConnectionRefusedError")
+        self.during_send()
         self.accepted.append(raw)
 
     def close(self) -> None:
@@ -152,3 +159,65 @@ def test_a_receiver_that_fails_once_more_at_recovery_does_not_let_later_mail_ove
         time.sleep(0.05)
     engine.dispose()
     assert receiver.accepted == [f"mail {i}".encode() for i in range(5)]
+
+
+def _queue(make_config, n: int, extra: str = ""):
+    from omo_mailbot.outbox import enqueue
+    from omo_mailbot.service import open_database
+
+    cfg = make_config(extra="[smtp]\nbackoff_base_seconds = 0.2\nbackoff_max_seconds = 1.0\n" + extra)
+    engine, sessions = open_database(cfg)
+    with sessions.begin() as s:
+        for i in range(n):
+            enqueue(
+                s,
+                kind="auto_reply",
+                raw=f"mail {i}".encode(),
+                recipient=f"r{i}@x.example",
+                message_id=f"<m{i}@x>",
+                now=datetime.now(UTC),
+            )
+    return cfg, engine, sessions
+
+
+def test_a_refused_smtp_login_holds_the_whole_queue_and_parks_nothing(make_config):
+    from omo_mailbot.errors import SmtpLoginRefused
+    from omo_mailbot.outbox import OutboxWorker
+
+    cfg, engine, sessions = _queue(make_config, 4, "max_attempts = 2\n")
+    receiver = FlakyReceiver(failures=5, error=SmtpLoginRefused)  # more refusals than max_attempts allows
+    worker = OutboxWorker(sessions, receiver, cfg.smtp, holder="t", clock=lambda: datetime.now(UTC))
+    deadline = time.monotonic() + 20
+    while len(receiver.accepted) < 4 and time.monotonic() < deadline:
+        worker.run_once()
+        with sessions() as s:
+            assert s.execute(select(OutboxMail).where(OutboxMail.status == "failed")).first() is None
+        time.sleep(0.05)
+    engine.dispose()
+    assert receiver.failures == 0 and receiver.accepted == [f"mail {i}".encode() for i in range(4)]
+
+
+def test_a_row_is_claimed_only_when_its_turn_comes_so_a_slow_send_cannot_outlive_the_others_leases(make_config):
+    from omo_mailbot.outbox import OutboxWorker
+
+    cfg, engine, sessions = _queue(make_config, 3)
+    now = [datetime.now(UTC)]
+    receiver = FlakyReceiver(failures=0)
+    slow = OutboxWorker(sessions, receiver, cfg.smtp, holder="slow", clock=lambda: now[0], lease_seconds=60)
+    other = OutboxWorker(sessions, FlakyReceiver(failures=0), cfg.smtp, holder="other", clock=lambda: now[0])
+
+    def first_send_takes_two_minutes() -> None:
+        receiver.during_send = lambda: None
+        now[0] += timedelta(minutes=2)  # the lease of this row runs out during its send
+        assert other.reap() == 1 and other.run_once().sent == 3  # the other worker takes over every row
+        assert other.mailer.accepted == [b"mail 0", b"mail 1", b"mail 2"]  # type: ignore[attr-defined]
+
+    receiver.during_send = first_send_takes_two_minutes
+    stats = slow.run_once()
+    # the slow worker sent its one claimed row (the permitted double: accepted, then the lease was gone),
+    # recorded nothing over the other worker's result, and claimed nothing else
+    assert receiver.accepted == [b"mail 0"] and stats.sent == 1
+    with sessions() as s:
+        rows = list(s.execute(select(OutboxMail).order_by(OutboxMail.id)).scalars())
+    engine.dispose()
+    assert [(r.status, r.lease_holder) for r in rows] == [("sent", "other")] * 3

@@ -219,10 +219,10 @@ def test_smtp_sends_with_a_bearer_token(xoauth2_sink, idp, monkeypatch):
 
 
 def test_smtp_names_oauth_when_the_token_is_refused(xoauth2_sink):
-    from omo_mailbot.errors import PermanentDeliveryError
+    from omo_mailbot.errors import SmtpLoginRefused
 
     mailer = SmtpMailer(_smtp_config(xoauth2_sink.port), token_provider=lambda: "tok-forged")
-    with pytest.raises(PermanentDeliveryError, match="XOAUTH2 refused"):
+    with pytest.raises(SmtpLoginRefused, match="XOAUTH2 refused"):
         mailer.send("", "iemand@gemeente-voorbeeld.nl", b"Subject: test\r\n\r\nHallo\r\n")
     mailer.close()
     assert xoauth2_sink.received == []
