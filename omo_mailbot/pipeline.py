@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import assignment, autoreply, cases, commands
@@ -193,7 +193,14 @@ class Pipeline:
         self.routing = routing
 
     def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail, *, retry: bool = True) -> Outcome:
-        """Store and decide one mail; never raises for a bad mail (only for a broken database)."""
+        """Store and decide one mail; never raises for a bad mail, only when the database fails.
+
+        A database that fails (connection lost, failover, deadlock, serialization
+        failure, "database is locked") is not the mail's fault: the transaction is
+        rolled back, the mail is neither stored nor marked, and the error goes up
+        so the caller can pause and fetch the mail again. Only what goes wrong with
+        the mail itself becomes an error case.
+        """
         now = self.clock()
         try:
             with self.sessions.begin() as s:
@@ -211,6 +218,8 @@ class Pipeline:
                 log.warning("a unique key collided; processing the mail again", extra={"uid": fetched.uid})
                 return self.process(mailbox, uidvalidity, fetched, retry=False)
             return self._fail(mailbox, uidvalidity, fetched, now, traceback.format_exc(limit=8))
+        except OperationalError:
+            raise
         except Exception:
             # Something in the full path failed after parsing; keep the bytes and the traceback.
             return self._fail(mailbox, uidvalidity, fetched, now, traceback.format_exc(limit=8))
@@ -242,6 +251,8 @@ class Pipeline:
                 outcomes = [self._process(s, mailbox, uidvalidity, f, self.clock(), advance=False) for f in batch]
                 _advance(s, mailbox, uidvalidity, max(f.uid for f in batch), self.clock())
             return outcomes
+        except OperationalError:
+            raise
         except Exception as exc:
             log.warning(
                 "a batch failed; processing its mails one by one",

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import classifier, corpus, db
@@ -305,6 +306,15 @@ class Service:
             except TransientMailboxError as exc:
                 self.state.reconnects += 1
                 log.warning("IMAP connection trouble; reconnecting", extra={"error": str(exc), "in_s": backoff})
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
+            except OperationalError as exc:
+                # the database failed mid-pass: nothing of the mail in hand was committed or marked,
+                # so after a pause the same mail is fetched again from the cursor
+                log.warning(
+                    "database trouble; retrying the mailbox pass",
+                    extra={"error": type(exc.orig).__name__ if exc.orig else type(exc).__name__, "in_s": backoff},
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
             finally:

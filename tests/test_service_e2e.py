@@ -329,3 +329,61 @@ def test_a_unique_key_collision_that_is_not_the_mail_itself_never_passes_the_mai
     assert row.status == status and cursor == 1
     assert case is not None and (case.needs_human == (status == "error"))
     engine.dispose()
+
+
+def _database_failing(real, times: int):
+    """A decider during whose first ``times`` decisions the database fails (a failover, a deadlock)."""
+    from sqlalchemy.exc import OperationalError
+
+    calls = {"n": 0}
+
+    def fail(_mail) -> Exception | None:
+        calls["n"] += 1
+        return (
+            OperationalError("SELECT ...", {}, Exception("server closed the connection"))
+            if calls["n"] <= times
+            else None
+        )
+
+    return _failing(real, fail)
+
+
+def test_a_failing_database_stores_nothing_and_is_not_blamed_on_the_mail(make_config):
+    from sqlalchemy.exc import OperationalError
+
+    from omo_mailbot.mailbox import FetchedMail
+
+    cfg = make_config()
+    service, engine = build_service(cfg, decider=_database_failing(build_decider(cfg), 1))  # type: ignore[arg-type]
+    raw = mails.acute()
+    with pytest.raises(OperationalError):
+        service.pipeline.process("INBOX", 1, FetchedMail(uid=1, raw=raw, size=len(raw)))
+    assert _count(service, Message) == 0 and _count(service, Case) == 0 and _count(service, MailboxCursor) == 0
+    assert service.pipeline.process("INBOX", 1, FetchedMail(uid=1, raw=raw, size=len(raw))).status == "decided"
+    engine.dispose()
+
+
+def test_the_running_service_waits_out_a_failing_database_and_then_answers_once(
+    dovecot, mailbox_user, smtp_sink, make_config
+):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink)
+    state = ServiceState()
+    service, engine = build_service(cfg, state=state, decider=_database_failing(build_decider(cfg), 2))  # type: ignore[arg-type]
+    _append(dovecot, mailbox_user, mails.acute())
+    runner = threading.Thread(target=service.run_forever, daemon=True)
+    runner.start()
+    try:
+        assert smtp_sink.wait_for(
+            lambda msgs: any("els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos for m in msgs), timeout=30
+        )
+        time.sleep(0.5)
+    finally:
+        state.stop.set()
+        state.outbox_wake.set()
+        runner.join(timeout=15)
+    with service.sessions() as s:
+        statuses = [m.status for m in s.execute(select(Message)).scalars()]
+    engine.dispose()
+    assert statuses == ["decided"]  # stored once, decided, never an error case
+    assert len([m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]) == 1
+    assert all(b"$OmoProcessed" in f for f in _flags(dovecot, mailbox_user).values())
