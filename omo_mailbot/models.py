@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -106,8 +107,8 @@ class MailboxCursor(Base):
     __tablename__ = "mailbox_cursor"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mailbox: Mapped[str] = mapped_column(String(255), unique=True)
-    uidvalidity: Mapped[int] = mapped_column(Integer)
-    last_uid: Mapped[int] = mapped_column(Integer, default=0)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # IMAP numbers are unsigned 32-bit: not an INTEGER
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime]
 
 
@@ -122,8 +123,8 @@ class Message(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mailbox: Mapped[str] = mapped_column(String(255))
-    uidvalidity: Mapped[int] = mapped_column(Integer)
-    uid: Mapped[int] = mapped_column(Integer)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     message_id_header: Mapped[str | None] = mapped_column(String(998))
     size: Mapped[int] = mapped_column(Integer)

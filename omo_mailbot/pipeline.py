@@ -315,7 +315,7 @@ class Pipeline:
             uidvalidity=uidvalidity,
             uid=fetched.uid,
             sha256=digest,
-            message_id_header=mail.message_id if mail else None,
+            message_id_header=mail.message_id[:998] if mail and mail.message_id else None,  # the column's size
             size=fetched.size,
             raw=fetched.raw,
             received_at=now,

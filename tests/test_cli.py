@@ -123,6 +123,6 @@ def test_check_config_checks_the_roster_and_routing_files_too(tmp_path, capsys):
     )
     assert main(["--config", str(cfg), "check-config"]) == 0
     assert "configuration, rules, templates, roster and routing are valid" in capsys.readouterr().out
-    (tmp_path / "roster.toml").write_text(ROSTER.replace('capacity = 2', 'capacity = "twee"'))
+    (tmp_path / "roster.toml").write_text(ROSTER.replace("capacity = 2", 'capacity = "twee"'))
     assert main(["--config", str(cfg), "check-config"]) == 1
     assert f"{tmp_path / 'roster.toml'}:" in capsys.readouterr().err

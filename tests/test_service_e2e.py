@@ -387,3 +387,22 @@ def test_the_running_service_waits_out_a_failing_database_and_then_answers_once(
     assert statuses == ["decided"]  # stored once, decided, never an error case
     assert len([m for m in smtp_sink.messages if "els.vermeer@gemeente-voorbeeld.nl" in m.rcpt_tos]) == 1
     assert all(b"$OmoProcessed" in f for f in _flags(dovecot, mailbox_user).values())
+
+
+def test_imap_numbers_up_to_2_to_the_32_and_a_huge_message_id_are_stored(make_config):
+    """RFC 3501 numbers are unsigned 32-bit; Message-IDs have no length limit but our column has one."""
+    from omo_mailbot.mailbox import FetchedMail
+
+    cfg = make_config()
+    service, engine = build_service(cfg)
+    huge_id = "<" + "x" * 1500 + "@gemeente.example>"
+    raw = mails.acute(msgid=huge_id)
+    outcome = service.pipeline.process("INBOX", 4_294_967_295, FetchedMail(uid=4_294_967_000, raw=raw, size=len(raw)))
+    assert outcome.status == "decided"
+    with service.sessions() as s:
+        (row,) = s.execute(select(Message)).scalars().all()
+        cursor = s.execute(select(MailboxCursor)).scalar_one()
+    engine.dispose()
+    assert (row.uidvalidity, row.uid) == (4_294_967_295, 4_294_967_000)
+    assert (cursor.uidvalidity, cursor.last_uid) == (4_294_967_295, 4_294_967_000)
+    assert row.message_id_header == huge_id[:998]
