@@ -11,16 +11,17 @@ retries resend the very same message.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from .config import AutoReplyConfig, SmtpConfig
-from .mail import Address, ParsedMail
+from .mail import Address, ParsedMail, normalise_address
 from .models import Bounce, OutboxMail, table_of
 from .outgoing import machine_message, new_message_id
 from .templating import Templates
@@ -31,23 +32,48 @@ ALERT_PREFIX = "omo-alert."
 
 
 def thread_key(mail: ParsedMail) -> str:
-    """The first message of the conversation as far as the headers tell."""
+    """The first message of the conversation as far as the headers tell (cut to the column's 998 characters,
+    so a key is compared as it is stored)."""
     if mail.references:
-        return mail.references[0]
+        return mail.references[0][:998]
     if mail.in_reply_to:
-        return mail.in_reply_to[0]
-    return mail.message_id or ""
+        return mail.in_reply_to[0][:998]
+    return (mail.message_id or "")[:998]
 
 
 _OUT = table_of(OutboxMail)
 _BOUNCES = table_of(Bounce)
+_LIKE_ESCAPE = "/"
+
+
+def _same_mailbox(column: Any) -> ColumnElement[bool]:
+    """``column`` holds the mailbox ``recipient`` names, with or without a ``+tag``.
+
+    Outbox and bounce rows keep the address as it was (lower-cased), tag and all, and
+    rows written before normalisation existed must still count; so instead of a new
+    column the match is made here: the bare address itself, or ``local+…@domain``
+    (``tagged``, a LIKE pattern made by :func:`_tagged_pattern`).
+    """
+    return or_(column == bindparam("recipient"), column.like(bindparam("tagged"), escape=_LIKE_ESCAPE))
+
+
+def _tagged_pattern(recipient: str) -> str:
+    """The LIKE pattern for every ``+tag`` form of the normalised ``recipient``; %, _ and / escaped."""
+    local, _, domain = recipient.rpartition("@")
+
+    def esc(text: str) -> str:
+        return "".join(_LIKE_ESCAPE + c if c in "%_" + _LIKE_ESCAPE else c for c in text)
+
+    return f"{esc(local)}+%@{esc(domain)}"
+
+
 _REPLIES_SINCE = select(func.count(_OUT.c.id)).where(
     _OUT.c.kind == "auto_reply", _OUT.c.created_at >= bindparam("since")
 )
-_TO_RECIPIENT = _REPLIES_SINCE.where(_OUT.c.recipient == bindparam("recipient"))
+_TO_RECIPIENT = _REPLIES_SINCE.where(_same_mailbox(_OUT.c.recipient))
 _IN_THREAD = _TO_RECIPIENT.where(_OUT.c.thread_key == bindparam("thread"))
 _BOUNCED = select(func.count(_BOUNCES.c.id)).where(
-    _BOUNCES.c.address == bindparam("recipient"), _BOUNCES.c.at >= bindparam("since")
+    _same_mailbox(_BOUNCES.c.address), _BOUNCES.c.at >= bindparam("since")
 )
 
 
@@ -56,26 +82,44 @@ def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thr
 
     The counts go through the session, which first writes what is pending (a bounce
     recorded earlier in the same batch counts); the statements are built once.
+    Addresses are compared as mailboxes (:func:`~omo_mailbot.mail.normalise_address`):
+    ``victim+1@x``, ``victim+2@x`` and ``victim@x`` share one budget and one bounce block.
     """
-    recipient = recipient.lower()
+    recipient = normalise_address(recipient)
+    mailbox = {"recipient": recipient, "tagged": _tagged_pattern(recipient)}
 
     def count(stmt: Select[Any], hours: float, **params: str) -> int:
         return int(session.execute(stmt, {"since": now - timedelta(hours=hours), **params}).scalar_one())
 
-    if thread and count(_IN_THREAD, cfg.per_thread_window_hours, recipient=recipient, thread=thread) >= (
-        cfg.per_thread_max
-    ):
+    if thread and count(_IN_THREAD, cfg.per_thread_window_hours, thread=thread, **mailbox) >= cfg.per_thread_max:
         return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
-    if count(_TO_RECIPIENT, cfg.per_sender_window_hours, recipient=recipient) >= cfg.per_sender_max:
+    if count(_TO_RECIPIENT, cfg.per_sender_window_hours, **mailbox) >= cfg.per_sender_max:
         return (
             f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
             f"{cfg.per_sender_window_hours:g} h"
         )
     if count(_REPLIES_SINCE, 1) >= cfg.global_max_per_hour:
         return f"circuit-breaker: {cfg.global_max_per_hour} auto-replies in the last hour"
-    if count(_BOUNCED, cfg.bounce_block_days * 24, recipient=recipient):
+    if count(_BOUNCED, cfg.bounce_block_days * 24, **mailbox):
         return f"hard-bounce: this address bounced in the last {cfg.bounce_block_days} days"
     return None
+
+
+_NAME_SPECIALS = re.compile(r'[<>,;:@"\\]')
+
+
+def _to_header(recipient: Address) -> str:
+    """The To header for ``recipient``: its display name without address syntax, then the address.
+
+    A display name comes decoded from RFC 2047 and may read ``"Jörg" <a@b.c>,``. formataddr
+    would re-encode it, and the reply's header, refolded, reads as a second recipient
+    ``a@b.c`` (RFC 3834 §3.1.3 allows one). Without <>,;:@" and backslash no name can
+    spell an address; when nothing sensible is left the bare address is used.
+    """
+    name = " ".join(_NAME_SPECIALS.sub(" ", recipient.name).split())
+    if not any(c.isalnum() for c in name):
+        return recipient.addr
+    return formataddr((name, recipient.addr))
 
 
 def _subject(original: str, reference: str, lang: str) -> str:
@@ -116,7 +160,7 @@ def build_reply(
     msg = machine_message(
         smtp,
         ar.loop_header,
-        to=formataddr((recipient.name, recipient.addr)),
+        to=_to_header(recipient),
         subject=_subject(mail.subject, reference, lang),
         message_id=message_id,
         now=now,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import ROBOT_LOCAL_PARTS
-from .mail import Address, ParsedMail, valid_address
+from .mail import Address, ParsedMail, normalise_address, valid_address
 
 if TYPE_CHECKING:  # only for the type of from_config's argument; no runtime import
     from .config import AutoReplyConfig
@@ -148,10 +148,13 @@ _LIST_HEADERS = (
 _BULK_HEADERS = ("feedback-id", "x-csa-complaints")
 
 _ARS_BLOCK = frozenset({"all", "oof", "autoreply", "dr"})
+# MS-OXCMAIL says comma-separated, but senders also write "OOF AutoReply" or "RN; OOF".
+_ARS_SEPARATORS = re.compile(r"[,;\s]+")
 
 # Present at all -> an auto-responder wrote it (FreeScout, Exim wiki, Discourse).
 _AUTORESPONDER_HEADERS = (
     "x-autoreply",
+    "x-auto-reply",
     "x-autorespond",
     "x-autoresponder",
     "x-autoresponse",
@@ -196,6 +199,11 @@ def _lower_set(values: Iterable[str]) -> frozenset[str]:
     return frozenset(v.strip().lower() for v in values if v and v.strip())
 
 
+def _mailboxes(addresses: Iterable[str]) -> frozenset[str]:
+    """``addresses`` as mailboxes (lower-cased, ``+tag`` dropped), for matching, not for display."""
+    return frozenset(normalise_address(a) for a in addresses if a.strip())
+
+
 def _clip(value: str) -> str:
     value = " ".join(value.split())
     if len(value) > _MAX_DETAIL_VALUE:
@@ -212,13 +220,31 @@ def _local(addr: str) -> str:
     return addr.rsplit("@", 1)[0].strip().lower()
 
 
+def _fold_separators(text: str) -> str:
+    return text.replace(".", "-").replace("_", "-")
+
+
 def _matches(local: str, globs: Iterable[str]) -> str | None:
-    """The first glob matching ``local`` or its part before a ``+tag`` (VERP), else None."""
+    """The first glob matching ``local`` or its part before a ``+tag`` (VERP), else None.
+
+    For the no-reply family (globs containing ``reply``) the separators ``.``, ``_`` and
+    ``-`` are interchangeable, so ``no.reply`` and ``do_not.reply`` count like ``no-reply``:
+    whatever the spelling, nobody reads answers sent there. Other globs keep their
+    separator, because a dot is ordinary in people's names (``owner.jansen``, ``j.root``).
+    """
     candidates = {local, local.split("+", 1)[0]}
+    folded = {_fold_separators(c) for c in candidates}
     for glob in globs:
         if any(fnmatch.fnmatchcase(c, glob) for c in candidates):
             return glob
+        if "reply" in glob and any(fnmatch.fnmatchcase(c, _fold_separators(glob)) for c in folded):
+            return glob
     return None
+
+
+def _ars_tokens(value: str) -> set[str]:
+    """The X-Auto-Response-Suppress values, lower-cased, however they are separated."""
+    return {t.lower() for t in _ARS_SEPARATORS.split(value) if t}
 
 
 def _msgid_local(msgid: str) -> str:
@@ -283,7 +309,8 @@ def _auto_submitted(mail: ParsedMail, out: _Findings) -> None:
 def _precedence(mail: ParsedMail, out: _Findings) -> None:
     for name, label in (("precedence", "Precedence"), ("x-precedence", "X-Precedence")):
         for value in mail.header_all(name):
-            words = _first_token(value).split()
+            # Some senders quote the value (Precedence: "bulk"); the quotes change nothing.
+            words = _first_token(value).replace('"', " ").replace("'", " ").split()
             if words and words[0] in _PRECEDENCE_BLOCK:
                 out.add("precedence", f"{label}: {_clip(value)}", automated=True)
 
@@ -314,8 +341,7 @@ def _title(name: str) -> str:
 
 def _suppress(mail: ParsedMail, out: _Findings) -> None:
     for value in mail.header_all("x-auto-response-suppress"):
-        tokens = {t.strip().lower() for t in value.split(",")}
-        if tokens & _ARS_BLOCK:
+        if _ars_tokens(value) & _ARS_BLOCK:
             out.add("x-auto-response-suppress", f"X-Auto-Response-Suppress: {_clip(value)}", automated=False)
     for value in mail.header_all("x-ack"):
         if _first_token(value) == "no":
@@ -325,9 +351,10 @@ def _suppress(mail: ParsedMail, out: _Findings) -> None:
 
 
 def _loops(mail: ParsedMail, policy: GuardPolicy, out: _Findings) -> None:
+    own = _mailboxes(policy.own_addresses)
     for value in mail.header_all("x-loop"):
-        named = {a.lower() for a in _ADDR_TOKEN.findall(value)}
-        if named & policy.own_addresses:
+        named = _mailboxes(_ADDR_TOKEN.findall(value))
+        if named & own:
             out.add("x-loop", f"X-Loop: {_clip(value)}", automated=True)
     if policy.loop_header and mail.has_header(policy.loop_header.lower()):
         value = mail.header(policy.loop_header.lower()) or ""
@@ -359,9 +386,7 @@ def _vendor(mail: ParsedMail, out: _Findings) -> None:
     if any(v.strip().lower() == "autoresponder" for v in mail.header_all("delivered-to")):
         out.add("vendor-autoreply", "Delivered-To: Autoresponder", automated=True)
     rules_loop = mail.header("x-ms-exchange-inbox-rules-loop")
-    suppress_all = any(
-        "all" in {t.strip().lower() for t in v.split(",")} for v in mail.header_all("x-auto-response-suppress")
-    )
+    suppress_all = any("all" in _ars_tokens(v) for v in mail.header_all("x-auto-response-suppress"))
     if rules_loop is not None and suppress_all:
         out.add(
             "vendor-autoreply",
@@ -415,11 +440,15 @@ def _senders(mail: ParsedMail, policy: GuardPolicy, target: Address | None, out:
     people.extend(("Reply-To", a.addr) for a in mail.reply_to)
     if rp:
         people.append(("Return-Path", rp))
+    # Compared as mailboxes: omo+x@minbzk.nl is still us, cp+1@gemeente.nl still the contact person.
+    own = _mailboxes(policy.own_addresses)
+    roster = _mailboxes(policy.roster_addresses)
     for role, addr in people:
         lower = addr.strip().lower()
-        if lower in policy.own_addresses:
+        mailbox = normalise_address(lower)
+        if mailbox in own:
             out.add("own-address", f"{role} {lower} is our own address", automated=True)
-        elif lower in policy.roster_addresses:
+        elif mailbox in roster:
             out.add("roster-address", f"{role} {lower} is on the roster", automated=False)
 
     # Robot local parts: From, the envelope sender, and the address a reply would go to.

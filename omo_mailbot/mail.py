@@ -27,6 +27,11 @@ _ADDR = re.compile(
 )
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Everything str.splitlines() breaks on. EmailMessage refuses a header value containing any of them, so one
+# left in a decoded Subject or display name would make building our reply or duty alert raise.
+_LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_COMMENT = re.compile(r"\([^()]*\)")
+_ANGLE = re.compile(r"<([^<>]*)>")
 
 # mail-parser warns for every part type it does not render; that is noise here.
 logging.getLogger("mailparser").setLevel(logging.ERROR)
@@ -48,6 +53,21 @@ class Address:
 
 def valid_address(addr: str) -> bool:
     return bool(_ADDR.match(addr)) and len(addr) <= 254
+
+
+def normalise_address(addr: str) -> str:
+    """``addr`` as one mailbox: lower-cased, without a ``+tag`` in the local part.
+
+    ``victim+1@x`` and ``victim+2@x`` land in the same mailbox, so rate limits, bounce
+    blocks and the own/roster guards must see them as ``victim@x``; otherwise every tag
+    is a fresh identity. A local part that is only a tag (``+31612@sms.example``) is kept.
+    """
+    lower = addr.strip().lower()
+    local, at, domain = lower.rpartition("@")
+    if not at:
+        return lower
+    base = local.split("+", 1)[0]
+    return f"{base}@{domain}" if base else lower
 
 
 @dataclass(frozen=True)
@@ -96,8 +116,12 @@ class ParsedMail:
         raw = self.header("return-path")
         if raw is None:
             return None
-        inner = raw.strip().strip("<>").strip()
-        return inner
+        # Comments are allowed around the path (``<> (null sender)``); they must not hide the null sender.
+        text = raw
+        while (uncommented := _COMMENT.sub(" ", text)) != text:
+            text = uncommented
+        inner = _ANGLE.search(text)
+        return (inner.group(1) if inner else text).strip().strip("<>").strip()
 
 
 def clean(text: str) -> str:
@@ -110,8 +134,18 @@ def clean(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character str.splitlines() breaks on turned into a space.
+
+    Decoded RFC 2047 words can carry U+0085, U+2028, U+2029, \\x0b, \\x0c or \\x1c..\\x1e; EmailMessage
+    refuses them in a header value, so a mail carrying one in its Subject would otherwise
+    leave its acute case without reply and duty alert.
+    """
+    return _LINE_BREAKS.sub(" ", text)
+
+
 def decode_header(value: Any) -> str:
-    """Decode RFC 2047 words; never raise; strip control characters."""
+    """Decode RFC 2047 words; never raise; line breaks become spaces; strip control characters."""
     if value is None:
         return ""
     if isinstance(value, email.header.Header):
@@ -123,14 +157,14 @@ def decode_header(value: Any) -> str:
         text = str(value)
     with contextlib.suppress(Exception):  # unknown charset, broken encoded word: keep the raw text
         text = str(email.header.make_header(email.header.decode_header(text)))
-    text = text.replace("\r", " ").replace("\n", " ")
-    return clean(_CTRL.sub("", text)).strip()
+    # clean() may turn surrogate-escaped bytes into U+0085 or U+2028, so the line breaks go after it.
+    return _CTRL.sub("", one_line(clean(text))).strip()
 
 
 def _raw_address_header(value: Any) -> str:
     """An address header as sent (encoded words left alone), unfolded, without control characters."""
     text = value if isinstance(value, str) else decode_header(value)
-    return clean(_CTRL.sub("", text.replace("\r", " ").replace("\n", " ")))
+    return _CTRL.sub("", one_line(clean(text)))
 
 
 def parse_addresses(values: list[str]) -> tuple[Address, ...]:

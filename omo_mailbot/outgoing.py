@@ -7,7 +7,9 @@ Exchange does not answer it, ``Precedence: bulk``, our loop header, and a
 Message-ID on our own domain that the outbox stores, so a retry resends the
 very same message. Answers thread to what they answer (RFC 5322
 In-Reply-To/References). ``EmailMessage`` refuses CR/LF in header values, so no
-text from a mail can inject a header.
+text from a mail can inject a header. The Subject, which often quotes a mail's
+subject, is made one line first: a line break that slipped through (U+2028 and the
+like) must cost a space, not the whole reply or duty alert.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from email.utils import format_datetime, formataddr
 from typing import Literal
 
 from .config import SmtpConfig
-from .mail import ParsedMail
+from .mail import ParsedMail, one_line
 
 MAX_SUBJECT = 250
 
@@ -43,7 +45,7 @@ def machine_message(
     msg = EmailMessage()
     msg["From"] = formataddr((smtp.from_name, smtp.from_address))
     msg["To"] = to
-    msg["Subject"] = subject[:MAX_SUBJECT]
+    msg["Subject"] = one_line(subject)[:MAX_SUBJECT]
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = message_id
     if answering is not None and answering.message_id:

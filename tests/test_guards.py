@@ -315,7 +315,7 @@ def test_auto_submitted_no_is_an_ordinary_mail(value: str) -> None:
 
 
 @pytest.mark.parametrize("header", ["Precedence", "X-Precedence"])
-@pytest.mark.parametrize("value", ["bulk", "list", "junk", "auto_reply", "BULK"])
+@pytest.mark.parametrize("value", ["bulk", "list", "junk", "auto_reply", "BULK", '"bulk"', "'list'", '"Junk" (x)'])
 def test_precedence_bulk_list_junk_auto_reply_blocks(header: str, value: str) -> None:
     assert reason(make(f"{header}: {value}"), "precedence").automated is True
 
@@ -348,13 +348,27 @@ def test_sending_platform_markers_block_the_reply_only(header: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["All", "all", "OOF", "AutoReply", "DR", "RN, OOF", " rn ,\tautoreply ", "DR, RN, NRN"]
+    "value",
+    [
+        "All",
+        "all",
+        "OOF",
+        "AutoReply",
+        "DR",
+        "RN, OOF",
+        " rn ,\tautoreply ",
+        "DR, RN, NRN",
+        "OOF AutoReply",
+        "RN; OOF",
+        "NRN;AutoReply",
+        "RN\tDR",
+    ],
 )
 def test_auto_response_suppress_all_oof_autoreply_dr_blocks_the_reply_only(value: str) -> None:
     assert reason(make(f"X-Auto-Response-Suppress: {value}"), "x-auto-response-suppress").automated is False
 
 
-@pytest.mark.parametrize("value", ["None", "NDR", "RN, NRN", "OOFX", ""])
+@pytest.mark.parametrize("value", ["None", "NDR", "RN, NRN", "OOFX", "", "RN NRN", "NDR; RN"])
 def test_other_auto_response_suppress_values_are_ordinary(value: str) -> None:
     assert make(f"X-Auto-Response-Suppress: {value}").may_reply
 
@@ -410,6 +424,7 @@ def test_auto_reply_prefix_is_configurable() -> None:
     "header",
     [
         "X-Autoreply: yes",
+        "X-Auto-Reply: yes",
         "X-Autorespond: bedankt",
         "X-Autoresponder: 1",
         "X-Autoresponse: 1",
@@ -488,8 +503,15 @@ def test_exchange_generated_message_source(source: str, automated: bool) -> None
     assert reason(result, "vendor-autoreply").automated is automated
 
 
-def test_null_envelope_sender_is_automated() -> None:
-    assert reason(make("Return-Path: <>"), "null-sender").automated is True
+@pytest.mark.parametrize("value", ["<>", "<> (null sender)", "(bounce) <>", " <> (a (nested) comment)"])
+def test_null_envelope_sender_is_automated(value: str) -> None:
+    assert reason(make(f"Return-Path: {value}"), "null-sender").automated is True
+
+
+def test_a_commented_envelope_sender_is_read_without_the_comment() -> None:
+    mail = parse(b"Return-Path: <p.verbeek@gemeente-zuidwaard.example> (via relay)\nFrom: p@x.example\n\nhoi\n")
+    assert mail.return_path == "p.verbeek@gemeente-zuidwaard.example"
+    assert make("Return-Path: <p.verbeek@gemeente-zuidwaard.example> (via relay)").may_reply
 
 
 def test_an_ordinary_envelope_sender_is_ordinary() -> None:
@@ -600,6 +622,12 @@ def test_response_subject_without_a_calendar_part_is_ordinary() -> None:
         ("DoNotReply", False),
         ("do-not-reply", False),
         ("do_not_reply", False),
+        ("no.reply", False),
+        ("No.Reply", False),
+        ("no.reply+meldingen", False),
+        ("no.reply.meldingen", False),
+        ("do.not.reply", False),
+        ("do_not.reply", False),
     ],
 )
 def test_robot_from_addresses_block(local: str, automated: bool) -> None:
@@ -620,7 +648,11 @@ def test_robot_from_addresses_block(local: str, automated: bool) -> None:
         "mailerdaemon.fan",
         "postmasters",
         "rooted",
-        "no.reply.gevraagd",
+        "owner.jansen",
+        "bounce.jansen",
+        "j.root",
+        "jansen.owner",
+        "reply.desk",
         "norbert",
     ],
 )
@@ -668,6 +700,38 @@ def test_our_own_address_is_a_loop(header: str) -> None:
 )
 def test_a_roster_address_blocks_the_reply_only(header: str) -> None:
     assert reason(make(header), "roster-address").automated is False
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["From: Omo <omo+x@minbzk.nl>", "Reply-To: OMO+test@MinBZK.nl", "Return-Path: <omo+bounce@minbzk.nl>"],
+)
+def test_our_own_address_with_a_tag_is_still_us(header: str) -> None:
+    # omo+x@minbzk.nl is delivered to our own mailbox: answering it is answering ourselves.
+    assert reason(make(header), "own-address").automated is True
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["From: Anna <a.jansen+1@minbzk.nl>", "Reply-To: A.Jansen+omo@minbzk.nl", "Return-Path: <a.jansen+x@minbzk.nl>"],
+)
+def test_a_roster_address_with_a_tag_is_still_the_contact_person(header: str) -> None:
+    assert reason(make(header), "roster-address").automated is False
+
+
+def test_a_tagged_roster_entry_matches_its_mailbox() -> None:
+    policy = GuardPolicy(own_addresses=frozenset({OWN}), roster_addresses=frozenset({"cp+omo@gemeente.example"}))
+    assert "roster-address" in codes(make("Reply-To: cp@gemeente.example", policy=policy))
+
+
+@pytest.mark.parametrize("value", ["omo+loop@minbzk.nl", "Omo <OMO+x@minbzk.nl>"])
+def test_x_loop_naming_our_tagged_address_is_a_loop(value: str) -> None:
+    assert reason(make(f"X-Loop: {value}"), "x-loop").automated is True
+
+
+@pytest.mark.parametrize("addr", ["omo.x@minbzk.nl", "omo@minbzk.nl.example", "xomo@minbzk.nl", "a.jansen2@minbzk.nl"])
+def test_addresses_that_only_resemble_ours_or_the_roster_are_ordinary(addr: str) -> None:
+    assert make(f"Reply-To: {addr}").may_reply
 
 
 @pytest.mark.parametrize(
