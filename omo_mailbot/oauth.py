@@ -18,6 +18,8 @@ from typing import Any
 from .config import OAuthConfig
 from .errors import AuthenticationFailed
 
+TOKEN_TIMEOUT_SECONDS = 20.0
+
 
 class TokenSource:
     def __init__(self, cfg: OAuthConfig) -> None:
@@ -38,7 +40,10 @@ class TokenSource:
 
         if self._app is None:
             self._app = msal.ConfidentialClientApplication(
-                self.cfg.client_id, authority=authority, client_credential=self._secret()
+                self.cfg.client_id,
+                authority=authority,
+                client_credential=self._secret(),
+                timeout=TOKEN_TIMEOUT_SECONDS,  # a hung identity provider must not hang a (re)connect
             )
         result = self._app.acquire_token_for_client(scopes=list(self.cfg.scopes))
         if "access_token" not in result:
@@ -58,7 +63,8 @@ class TokenSource:
             }
         ).encode()
         try:
-            with urllib.request.urlopen(urllib.request.Request(token_url, data=body), timeout=10) as resp:
+            request = urllib.request.Request(token_url, data=body)
+            with urllib.request.urlopen(request, timeout=TOKEN_TIMEOUT_SECONDS) as resp:
                 payload = json.loads(resp.read())
         except Exception as exc:
             raise AuthenticationFailed(f"token endpoint {token_url} failed: {exc}") from None
