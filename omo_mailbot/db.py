@@ -55,7 +55,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # a server that vanishes (failover, a cut network) must surface as an error, not a hang: bounded connect,
+    # and TCP keepalives that declare a silent peer dead after about a minute (30 s idle + 3 probes of 10 s)
+    alive = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+    return create_engine(url, pool_pre_ping=True, connect_args={**alive, "keepalives_count": 3}, **kwargs)
 
 
 READER = "omo_reader"
