@@ -8,11 +8,13 @@ A contact person replies to the digest (or to a case mail) with lines such as::
     #refer OMO-2026-0042 Expertise-unit Sociale Stabiliteit
     #acute OMO-2026-0042          (or #preparation: a relabel that feeds training)
 
-Only lines in the new text count (quoted history is ignored, so a quoted digest
-full of ready-to-copy commands does nothing). Commands are honoured only from
-roster addresses, and only when the topmost Authentication-Results header (the
-one the receiving server adds) shows DKIM or DMARC pass for the sender's
-domain, unless ``digest.require_authenticated_commands`` is false. Each command
+Only lines the sender wrote above any quoted, replied-to or forwarded text count
+(:func:`text.own_text`), so a quoted or forwarded digest full of ready-to-copy
+commands does nothing. Commands are honoured only from roster addresses, and
+only when the topmost Authentication-Results header (the one the receiving
+server adds) shows a DMARC pass for exactly the From domain, or a DKIM pass for
+that domain or its parent or child, unless
+``digest.require_authenticated_commands`` is false. Each command
 mail gets exactly one reply listing what was done, or why not; it never becomes
 a case. The same actions back the ``omo-mailbot cases`` subcommands.
 """
@@ -20,6 +22,7 @@ a case. The same actions back the ``omo-mailbot cases`` subcommands.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from email.policy import SMTP
@@ -35,13 +38,14 @@ from .outbox import enqueue
 from .outgoing import machine_message, new_message_id
 from .roster import Roster
 from .templating import Templates
+from .text import body_text, own_text
 
 VERBS = ("claim", "assign", "close", "refer", "acute", "preparation")
 COMMAND = re.compile(r"^[ \t]*#(" + "|".join(VERBS) + r")\b[ \t]*(.*)$", re.IGNORECASE | re.MULTILINE)
 _REF = re.compile(r"^(OMO-\d{4}-\d{4,6})\b[ \t]*(.*)$", re.IGNORECASE)
-_COMMENT = re.compile(r"\([^()]*\)")
 COMMAND_PREFIX = "omo-command."
 MAX_COMMANDS = 20
+NOT_OWN_TEXT = "staat in doorgestuurde of geciteerde tekst; alleen regels die u zelf daarboven schrijft tellen"
 
 
 class Refused(Exception):
@@ -77,6 +81,12 @@ def find_commands(text: str) -> list[Command]:
     return out
 
 
+def mail_commands(mail: ParsedMail) -> list[Command]:
+    """The command lines the sender wrote: not those in a forward, which the classifier
+    does read as new text, because a forwarded digest is full of ready-made commands."""
+    return find_commands(own_text(body_text(mail)))
+
+
 # --- authentication --------------------------------------------------------------
 
 
@@ -89,6 +99,66 @@ def _aligned(domain: str, other: str) -> bool:
     return domain == other or domain.endswith("." + other) or other.endswith("." + domain)
 
 
+def _statements(header: str) -> list[list[str]] | None:
+    """An Authentication-Results value as statements (split on ``;``) of words (split on white space).
+
+    Comments, nested ones too, are dropped and a quoted string stays inside its word, as
+    RFC 8601 and RFC 5322 read them: a server copies text the sender chose (an envelope
+    address, a comment) into the header, and a ``;`` or ``dmarc=pass`` inside it must not
+    become a result. None when a quote or comment is left open: no safe reading exists."""
+    statements: list[list[str]] = [[]]
+    word: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for ch in header:
+        if escaped:
+            escaped = False
+            if quoted:
+                word.append(ch)
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+            if quoted:
+                word.append(ch)
+        elif quoted:
+            word.append(ch)
+            quoted = ch != '"'
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+        elif ch == '"':
+            word.append(ch)
+            quoted = True
+        elif ch in "(;" or ch.isspace():
+            depth = 1 if ch == "(" else 0
+            if word:
+                statements[-1].append("".join(word))
+                word = []
+            if ch == ";":
+                statements.append([])
+        else:
+            word.append(ch)
+    if quoted or depth:
+        return None
+    if word:
+        statements[-1].append("".join(word))
+    return statements
+
+
+def _passes_for(domain: str, words: list[str]) -> bool:
+    """Whether one result statement is a DKIM or DMARC pass that names ``domain``.
+
+    DMARC's header.from is the From domain the server evaluated, so it must be ours
+    exactly; a pass naming no domain proves nothing about ours. DKIM keeps relaxed
+    alignment (parent or child domain), as DMARC itself allows."""
+    if not words or "=" not in words[0]:
+        return False
+    method, _, outcome = words[0].lower().partition("=")
+    props = dict(w.lower().split("=", 1) for w in words[1:] if "=" in w)
+    if outcome != "pass":
+        return False
+    if method == "dkim":
+        return any(_aligned(domain, props.get(k, "")) for k in ("header.d", "header.i"))
+    return method == "dmarc" and props.get("header.from", "").rstrip(".") == domain
+
+
 def authentication_problem(mail: ParsedMail, trusted_servers: list[str]) -> str | None:
     """Why the sender is not proven by DKIM or DMARC in the receiving server's header, or None when proven."""
     if mail.from_ is None:
@@ -97,23 +167,15 @@ def authentication_problem(mail: ParsedMail, trusted_servers: list[str]) -> str 
     headers = mail.header_all("authentication-results")
     if not headers:
         return "geen Authentication-Results-kop: de ontvangende server heeft de afzender niet bevestigd"
-    text = _COMMENT.sub(" ", headers[0])
-    server, *results = [part.strip() for part in text.split(";")]
-    server_id = server.split()[0].lower() if server.split() else ""
+    statements = _statements(headers[0])
+    if statements is None:
+        return "de bovenste Authentication-Results is onleesbaar (een aanhalingsteken of haakje sluit niet)"
+    server, *results = statements
+    server_id = server[0].lower() if server else ""
     if trusted_servers and server_id not in {s.lower() for s in trusted_servers}:
         return f"de bovenste Authentication-Results komt van {server_id or '(naamloos)'}, geen vertrouwde server"
-    for result in results:
-        words = result.split()
-        if not words or "=" not in words[0]:
-            continue
-        method, _, outcome = words[0].lower().partition("=")
-        props = dict(w.lower().split("=", 1) for w in words[1:] if "=" in w)
-        if outcome != "pass":
-            continue
-        if method == "dkim" and any(_aligned(domain, props.get(k, "")) for k in ("header.d", "header.i")):
-            return None
-        if method == "dmarc" and _aligned(domain, props.get("header.from", domain)):
-            return None
+    if any(_passes_for(domain, words) for words in results):
+        return None
     return f"geen DKIM- of DMARC-pass voor {domain} in Authentication-Results"
 
 
@@ -207,8 +269,13 @@ def handle(
     if refusal is not None:
         return [Result(c.line, False, refusal) for c in commands]
     thread_case = cases.find_thread_case(session, mail)
+    own = Counter(mail_commands(mail))  # a line in a forward is not the sender's, even if passed in
     results: list[Result] = []
     for command in commands:
+        if own[command] <= 0:
+            results.append(Result(command.line, False, NOT_OWN_TEXT))
+            continue
+        own[command] -= 1
         case = find_case(session, command.reference) if command.reference else thread_case
         if case is None:
             why = (

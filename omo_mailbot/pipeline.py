@@ -420,7 +420,9 @@ class Pipeline:
                 blocked_by=verdict["auto_reply_blocked_by"],
                 symbols=symbols,
             )
-        command_lines = commands.find_commands(decision.text.new)
+        # only what the sender wrote counts, never a forwarded digest; the new text holds the sender's own
+        # text, so a mail without any command line there is spared the second look at its body
+        command_lines = commands.mail_commands(mail) if commands.find_commands(decision.text.new) else []
         if command_lines and self.roster is not None and self.roster.person(pending.from_addr or "") is not None:
             # a contact person acting on cases: handled and answered, never a case of its own
             message = self._write(s, pending, None)

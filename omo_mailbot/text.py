@@ -5,6 +5,10 @@ blocks), signatures and legal disclaimers are split off before classifying, and
 kept for the record. A forward is different: when someone forwards a mail to us,
 the forwarded mail *is* the question, so its text counts (without its header
 block). HTML-only mail is turned into text with inscriptis (the only importer).
+
+Commands are the exception to that exception: :func:`own_text` is only what the
+sender typed above the first history marker, so a forwarded digest full of
+ready-made command lines commands nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ _SEPARATORS_REPLY = re.compile(
 )
 _SEPARATORS_FORWARD = re.compile(
     r"^\s*(?:-{2,}\s*(?:doorgestuurd bericht|forwarded message|doorgestuurde e-?mail)\s*-{2,}|"
-    r"begin (?:doorgestuurd bericht|forwarded message)\s*:|"
+    r"begin (?:doorgestuurd bericht|forwarded message)\s*:?|"
     r"(?:doorgestuurd bericht|forwarded message)\s*:)\s*$",
     re.IGNORECASE,
 )
@@ -120,6 +124,24 @@ def _outlook_block_at(lines: list[str], i: int) -> int:
     return j - i if has_from and has_other else 0
 
 
+def _wrapped_reply_header_at(lines: list[str], i: int) -> int:
+    """If a reply header wrapped over two or three lines starts at line i, return its length, else 0.
+
+    Mail programs wrap a long "Op <datum> schreef <naam> <adres>:" wherever it is
+    too long, often inside the address; joined, it is the one-line header. The
+    last line must hold the address, so an ordinary sentence that starts with "Op"
+    and ends in a colon a line or two later is not taken for history."""
+    if not _REPLY_HEADER_START.match(lines[i]) or len(lines[i]) >= 160:
+        return 0
+    if i + 1 < len(lines) and _REPLY_HEADER_END.search(lines[i + 1]):
+        return 2
+    for length in (2, 3):
+        part = lines[i : i + length]
+        if len(part) == length and "@" in part[-1] and _REPLY_HEADER.match(" ".join(p.strip() for p in part)):
+            return length
+    return 0
+
+
 def _history_start(lines: list[str]) -> tuple[int, str, int]:
     """(line index, kind 'reply'|'forward'|'quote', header length) of the first history marker."""
     for i, line in enumerate(lines):
@@ -129,13 +151,9 @@ def _history_start(lines: list[str]) -> tuple[int, str, int]:
             return i, "reply", 1
         if _REPLY_HEADER.match(line):
             return i, "reply", 1
-        if (
-            i + 1 < len(lines)
-            and _REPLY_HEADER_START.match(line)
-            and _REPLY_HEADER_END.search(lines[i + 1])
-            and len(line) < 160
-        ):
-            return i, "reply", 2
+        wrapped = _wrapped_reply_header_at(lines, i)
+        if wrapped:
+            return i, "reply", wrapped
         block = _outlook_block_at(lines, i)
         if block:
             return i, "outlook", block
@@ -161,9 +179,13 @@ def _strip_outlook_headers(lines: list[str]) -> list[str]:
     return lines[i:]
 
 
+def _lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def split_text(text: str, subject: str = "", depth: int = 0) -> SplitText:
     """Split ``text`` into the new text and the history below it."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _lines(text)
     start, kind, header_len = _history_start(lines)
     own, history = lines[:start], lines[start:]
     own, signature = _cut_signature(own)
@@ -181,6 +203,17 @@ def split_text(text: str, subject: str = "", depth: int = 0) -> SplitText:
 
 def new_text(mail: ParsedMail) -> SplitText:
     return split_text(body_text(mail), mail.subject)
+
+
+def own_text(text: str) -> str:
+    """What the sender typed themselves: everything above the first quote, reply or forward marker.
+
+    Unlike :attr:`SplitText.new` a forward does not count: someone else wrote it, and a
+    forwarded digest is full of ready-made command lines that the sender never meant to
+    send. A signature does count; the sender wrote it, and a command below "Groet," is theirs."""
+    lines = _lines(text)
+    start, _, _ = _history_start(lines)
+    return "\n".join(lines[:start]).strip()
 
 
 _NL_WORDS = frozenset(

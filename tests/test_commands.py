@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from omo_mailbot import cli, db
-from omo_mailbot.commands import authentication_problem, find_commands
+from omo_mailbot.commands import authentication_problem, find_commands, mail_commands
 from omo_mailbot.mail import parse
 from omo_mailbot.models import Case, CaseEvent, Relabel, Verdict
 from omo_mailbot.service import build_service
 from omo_mailbot.templating import Templates
+from omo_mailbot.text import own_text
 
 from . import mails
 from .rosterkit import ADA, AUTH_FAIL, AUTH_OK, BOB, DEE, FixedClock, write_roster
@@ -44,9 +45,11 @@ def _session(cfg):
     return engine, db.session_factory(engine)()
 
 
-def _command_mail(body: str, *, sender: str = ADA, auth: str | None = AUTH_OK) -> bytes:
+def _command_mail(
+    body: str, *, sender: str = ADA, auth: str | None = AUTH_OK, subject: str = "Re: Omo-digest"
+) -> bytes:
     headers = {"Authentication-Results": auth.format(domain=sender.split("@")[1])} if auth else {}
-    return mails.make_mail(body, subject="Re: Omo-digest", sender=sender, name="Contactpersoon", headers=headers)
+    return mails.make_mail(body, subject=subject, sender=sender, name="Contactpersoon", headers=headers)
 
 
 def _replies_to(sink, address: str) -> list[str]:
@@ -156,6 +159,42 @@ def test_a_command_without_a_reference_acts_on_the_case_the_mail_replies_to():
     raw = mails.make_mail("#claim\n", sender=ADA, headers={"Authentication-Results": AUTH_OK.format(domain="x")})
     (command,) = find_commands(parse(raw).text_plain)
     assert command.verb == "claim" and command.reference is None
+
+
+def _forwarded_digest(claim: str, close: str, refer: str) -> str:
+    return (
+        f"#claim {claim}\n\n"
+        "Van: Omo <Omo@minbzk.nl>\nVerzonden: dinsdag 1 december 2026 08:00\nAan: Ada Bakker <ada@bzk.example>\n"
+        f"Onderwerp: Omo-digest\n\nUw zaken\n  {close} Advies windpark\n    #claim {close}\n"
+        f"    #close {close} reden\n  {refer} Advies windpark\n    #refer {refer} Expertise-unit Sociale Stabiliteit\n"
+    )
+
+
+def test_a_forwarded_digest_commands_only_the_lines_above_it():
+    body = _forwarded_digest("OMO-2026-0001", "OMO-2026-0002", "OMO-2026-0003")
+    (command,) = find_commands(own_text(body))
+    assert (command.verb, command.reference) == ("claim", "OMO-2026-0001")
+    raw = _command_mail(body, subject="FW: Omo-digest")
+    assert [c.line for c in mail_commands(parse(raw))] == ["#claim OMO-2026-0001"]
+
+
+def test_a_forwarded_digest_does_not_carry_out_its_ready_made_commands(
+    dovecot, mailbox_user, smtp_sink, make_config, tmp_path
+):
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=write_roster(tmp_path))
+    one, two, three = _three_cases(dovecot, mailbox_user, cfg)
+    _append(dovecot, mailbox_user, _command_mail(_forwarded_digest(one, two, three), subject="FW: Omo-digest"))
+    _run(cfg)
+    (reply,) = _replies_to(smtp_sink, ADA)
+    assert f"gedaan: {one} is nu van u (in behandeling)" in reply
+    assert f"gedaan: {two} is" not in reply.replace("niet gedaan", "") and "doorverwezen" not in reply
+    engine, s = _session(cfg)
+    cases = {c.reference: c for c in s.scalars(select(Case))}
+    assert (cases[one].assignee, cases[one].status) == (ADA, "in_progress")
+    assert cases[two].status != "closed" and cases[two].assignee != ADA
+    assert cases[three].status != "referred" and cases[three].referred_to is None
+    s.close()
+    engine.dispose()
 
 
 def test_only_the_topmost_authentication_results_counts():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from omo_mailbot.mail import parse
-from omo_mailbot.text import language, new_text, split_text
+from omo_mailbot.text import language, new_text, own_text, split_text
 
 from .mails import make_mail
 
@@ -85,3 +87,47 @@ def test_language_is_dutch_unless_clearly_english():
     assert language("Er staan nu mensen voor het gemeentehuis, kunt u bellen?") == "nl"
     assert language("There is a crowd at the town hall right now, can you call us today?") == "en"
     assert language("OK") == "nl"
+
+
+FORWARDED_DIGEST = (
+    "#claim OMO-2026-0001\n\n"
+    "Van: Omo <Omo@minbzk.nl>\nVerzonden: dinsdag 1 december 2026 08:00\nAan: Ada Bakker <ada@bzk.example>\n"
+    "Onderwerp: Omo-digest\n\nUw zaken\n  OMO-2026-0002 Windpark\n    #close OMO-2026-0002 reden\n"
+    "    #refer OMO-2026-0002 Expertise-unit Sociale Stabiliteit\n"
+)
+
+
+def test_own_text_stops_at_a_forward_that_the_classifier_still_reads():
+    assert own_text(FORWARDED_DIGEST) == "#claim OMO-2026-0001"
+    assert "#close OMO-2026-0002" in split_text(FORWARDED_DIGEST, "FW: Omo-digest").new  # unchanged for the classifier
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        "Op ma 30 nov. 2026 om 08:00 schreef Omo <Omo@minbzk.nl>:\n",
+        "On Mon, 30 Nov 2026 at 08:00, Omo <Omo@minbzk.nl> wrote:\n",
+        "Op ma 30 nov. 2026 om 08:00 schreef Omo Ondersteuningsnetwerk\n<Omo@minbzk.nl>:\n",
+        "Op ma 30 nov. 2026 om 08:00 schreef Omo Ondersteuningsnetwerk <\nOmo@minbzk.nl>:\n",
+        "Op ma 30 nov. 2026 om 08:00\nschreef Omo Ondersteuningsnetwerk\n<Omo@minbzk.nl>:\n",
+        "Op ma 30 nov. 2026 om 08:00 schreef Omo\nOndersteuningsnetwerk\nOmo@minbzk.nl:\n",
+        "-----Original Message-----\n",
+        "-----Oorspronkelijk bericht-----\n",
+        "Begin forwarded message:\n",
+        "Begin forwarded message\n",
+        "---------- Forwarded message ---------\n",
+        "---------- Doorgestuurd bericht ---------\n",
+        "From: Omo <Omo@minbzk.nl>\nSent: Monday, 30 November 2026 08:00\nTo: Ada\nSubject: Omo-digest\n",
+        "> Uw zaken\n",
+    ],
+)
+def test_own_text_is_what_the_sender_wrote_above_any_history(history):
+    body = f"Goedemorgen,\n#claim OMO-2026-0001\n\n{history}\n#close OMO-2026-0002 reden\n> #refer OMO-2026-0003 x\n"
+    assert own_text(body) == "Goedemorgen,\n#claim OMO-2026-0001"
+
+
+def test_own_text_keeps_a_signature_and_a_mail_without_history():
+    assert own_text("#claim OMO-2026-0001\n\nMet vriendelijke groet,\nAda\n") == (
+        "#claim OMO-2026-0001\n\nMet vriendelijke groet,\nAda"
+    )
+    assert own_text("Op maandag bellen wij u.\nDank!\n") == "Op maandag bellen wij u.\nDank!"
