@@ -24,16 +24,16 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.policy import SMTP
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import cases, relabels
 from .config import Config
 from .mail import ParsedMail
-from .models import Case, Message
+from .models import Case, Message, OutboxMail
 from .outbox import enqueue
 from .outgoing import machine_message, new_message_id
 from .roster import Roster
@@ -45,6 +45,9 @@ COMMAND = re.compile(r"^[ \t]*#(" + "|".join(VERBS) + r")\b[ \t]*(.*)$", re.IGNO
 _REF = re.compile(r"^(OMO-\d{4}-\d{4,6})\b[ \t]*(.*)$", re.IGNORECASE)
 COMMAND_PREFIX = "omo-command."
 MAX_COMMANDS = 20
+#: Answers to command mails per roster address per hour. Anyone can put a roster address in From;
+#: the answer goes to the real person, so without a cap a forger could flood them through us.
+MAX_ANSWERS_PER_HOUR = 20
 NOT_OWN_TEXT = "staat in doorgestuurde of geciteerde tekst; alleen regels die u zelf daarboven schrijft tellen"
 
 
@@ -330,10 +333,23 @@ def process_command_mail(
     cfg: Config,
     templates: Templates,
     now: datetime,
-) -> list[Result]:
-    """Handle a command mail inside the pipeline's transaction and queue its one reply."""
+) -> tuple[list[Result], bool]:
+    """Handle a command mail inside the pipeline's transaction and queue its one reply.
+
+    No reply goes out when this address already got :data:`MAX_ANSWERS_PER_HOUR` of them in
+    the last hour; the commands are still handled (or refused) and ``answered`` says so.
+    """
     results = handle(session, mail, commands, roster, cfg, now)
     assert mail.from_ is not None
+    answered = session.scalar(
+        select(func.count(OutboxMail.id)).where(
+            OutboxMail.kind == "command_reply",
+            OutboxMail.recipient == mail.from_.addr.lower(),
+            OutboxMail.created_at >= now - timedelta(hours=1),
+        )
+    )
+    if (answered or 0) >= MAX_ANSWERS_PER_HOUR:
+        return results, False
     raw, message_id = build_reply(templates, cfg, mail, results, now)
     enqueue(
         session,
@@ -345,4 +361,4 @@ def process_command_mail(
         envelope_from=cfg.smtp.envelope_from,
         source_message_id=message.id,
     )
-    return results
+    return results, True

@@ -427,14 +427,17 @@ class Pipeline:
             # a contact person acting on cases: handled and answered, never a case of its own
             message = self._write(s, pending, None)
             _insert_verdict(s, message.id, verdict)
-            results = commands.process_command_mail(
+            results, answered = commands.process_command_mail(
                 s, mail, message, command_lines, self.roster, self.cfg, self.templates, now
             )
+            done = sum(r.done for r in results)
             log.info(
                 "command mail",
-                extra={"message_db_id": message.id, "done": sum(r.done for r in results), "total": len(results)},
+                extra={"message_db_id": message.id, "done": done, "total": len(results), "answered": answered},
             )
-            return Outcome(message.uid, message.id, "command", decision.label, queued_mail=1, symbols=symbols)
+            return Outcome(
+                message.uid, message.id, "command", decision.label, queued_mail=int(answered), symbols=symbols
+            )
         case = cases.find_thread_case(s, mail)
         if case is None:
             case = cases.open_case(

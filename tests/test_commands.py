@@ -268,3 +268,19 @@ def test_the_answer_to_a_command_mail_counts_in_correct_dutch(done, refused, sum
         "command_reply.txt", {"name": "Ada", "results": results, "done": done, "refused": refused}
     )
     assert text.splitlines()[2] == summary
+
+
+def test_forged_command_mails_cannot_flood_a_contact_person_with_answers(
+    dovecot, mailbox_user, smtp_sink, make_config, tmp_path
+):
+    from omo_mailbot.commands import MAX_ANSWERS_PER_HOUR
+
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=write_roster(tmp_path))
+    forged = [_command_mail(f"#close OMO-2026-{i:04d} weg", auth=None) for i in range(MAX_ANSWERS_PER_HOUR + 3)]
+    _append(dovecot, mailbox_user, *forged)
+    _run(cfg)
+    assert len(_replies_to(smtp_sink, ADA)) == MAX_ANSWERS_PER_HOUR
+    engine, s = _session(cfg)
+    assert s.scalar(select(func.count(Case.id))) == 0  # refused, and none of them became a case
+    s.close()
+    engine.dispose()
