@@ -130,6 +130,12 @@ class ImapSource:
         self._keywords_ok = "\\*" in flags
         if self.cfg.move_to and not client.folder_exists(self.cfg.move_to):
             raise FolderMissing(f"imap.move_to: the folder {self.cfg.move_to!r} does not exist on the server")
+        if self.cfg.move_to and not client.has_capability("MOVE"):
+            # without MOVE every marking would fail and the service would reconnect for ever
+            raise FolderMissing(
+                "imap.move_to: the server does not offer MOVE (RFC 6851); leave move_to empty to mark "
+                "processed mail with imap.processed_keyword instead"
+            )
         return int(info[b"UIDVALIDITY"])
 
     def close(self) -> None:

@@ -231,3 +231,17 @@ def test_a_server_without_idle_is_polled_at_the_polling_interval(dovecot_without
         time.sleep(1.5)  # into the wait between polls
         append_all(dovecot_without_idle, "omo", [mails.preparation()])
         assert _wait(lambda: _count(sessions, Message) == 1, 15)
+
+
+def test_move_to_on_a_server_without_move_is_a_configuration_error_at_start_up(
+    dovecot_without_idle, make_config, tmp_path
+):
+    client = dovecot_without_idle.client("omo")
+    if not client.folder_exists("Verwerkt"):
+        client.create_folder("Verwerkt")
+    assert not client.has_capability("MOVE")
+    client.logout()
+    make_config(dovecot=dovecot_without_idle, user="omo", extra='[imap]\nmove_to = "Verwerkt"\n')
+    result = _cli(tmp_path / "config.toml", "run", timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "imap.move_to: the server does not offer MOVE" in result.stderr
