@@ -14,6 +14,7 @@ commit: an IMAP keyword, or a MOVE to a configured folder. Nothing is deleted.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mailbox as std_mailbox
 import socket
 import ssl
@@ -26,6 +27,8 @@ from typing import Any, Protocol
 
 from .config import ImapConfig
 from .errors import AuthenticationFailed, FolderMissing, TransientMailboxError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,8 @@ class ImapSource:
                         too_large=True,
                         bodystructure=repr(heads[uid].get(b"BODYSTRUCTURE"))[:4000],
                     )
-                # a UID that vanished between SEARCH and FETCH is simply gone
+                else:  # expunged by another client between SEARCH and FETCH, or a server that skipped it
+                    log.warning("a UID returned no message; it is not read", extra={"uid": uid})
 
     def mark_processed(self, uids: Sequence[int]) -> None:
         if not uids:

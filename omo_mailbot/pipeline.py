@@ -97,6 +97,16 @@ _STORED_ID = select(_MESSAGE.c.id).where(_MESSAGE.c.sha256 == bindparam("digest"
 _INSERT_VERDICT = insert(table_of(Verdict))
 
 
+def _digest(fetched: FetchedMail, mailbox: str, uidvalidity: int) -> str:
+    """What makes a mail a duplicate: its bytes. An empty body (a server that answered FETCH with NIL)
+    has no bytes to tell it from another empty one, so it is keyed by its place instead: each becomes
+    an error case of its own for a human, none is passed over as a duplicate of the first."""
+    raw = fetched.raw
+    if raw and not raw.isspace():
+        return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(f"empty body at {mailbox}/{uidvalidity}/{fetched.uid}".encode()).hexdigest()
+
+
 def _advance(session: Session, mailbox: str, uidvalidity: int, uid: int, now: datetime) -> None:
     """Move the cursor forward (never back) in the caller's transaction: one UPDATE, no read."""
     moved = session.connection().execute(
@@ -207,7 +217,7 @@ class Pipeline:
                 return self._process(s, mailbox, uidvalidity, fetched, now)
         except IntegrityError:
             with self.sessions.begin() as s:
-                stored = _stored_id(s, hashlib.sha256(fetched.raw).hexdigest())
+                stored = _stored_id(s, _digest(fetched, mailbox, uidvalidity))
                 if stored is not None:
                     # a concurrent instance stored the same mail first: nothing to do but move on
                     _advance(s, mailbox, uidvalidity, fetched.uid, now)
@@ -263,7 +273,7 @@ class Pipeline:
     def _process(
         self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime, *, advance: bool = True
     ) -> Outcome:
-        digest = hashlib.sha256(fetched.raw).hexdigest()
+        digest = _digest(fetched, mailbox, uidvalidity)
         existing = _stored_id(s, digest)
         if existing is not None:
             if advance:
@@ -345,7 +355,7 @@ class Pipeline:
         readable: bool = True,
         advance: bool = True,
     ) -> Outcome:
-        digest = hashlib.sha256(fetched.raw).hexdigest()
+        digest = _digest(fetched, mailbox, uidvalidity)
         existing = _stored_id(s, digest)
         if existing is not None:
             if advance:

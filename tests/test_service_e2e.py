@@ -406,3 +406,17 @@ def test_imap_numbers_up_to_2_to_the_32_and_a_huge_message_id_are_stored(make_co
     assert (row.uidvalidity, row.uid) == (4_294_967_295, 4_294_967_000)
     assert (cursor.uidvalidity, cursor.last_uid) == (4_294_967_295, 4_294_967_000)
     assert row.message_id_header == huge_id[:998]
+
+
+def test_two_mails_the_server_returned_without_a_body_are_two_cases_for_a_human_not_a_duplicate(make_config):
+    from omo_mailbot.mailbox import FetchedMail
+
+    cfg = make_config()
+    service, engine = build_service(cfg)
+    outcomes = [service.pipeline.process("INBOX", 1, FetchedMail(uid=uid, raw=b"", size=0)) for uid in (1, 2)]
+    with service.sessions() as s:
+        rows = s.execute(select(Message).order_by(Message.uid)).scalars().all()
+    engine.dispose()
+    assert [o.status for o in outcomes] == ["parse_failed", "parse_failed"]
+    assert [(r.uid, r.status) for r in rows] == [(1, "parse_failed"), (2, "parse_failed")]
+    assert all("empty message" in (r.error or "") for r in rows)
