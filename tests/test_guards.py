@@ -688,7 +688,15 @@ def test_robot_globs_come_from_the_policy() -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["From: Omo <Omo@MINBZK.nl>", "Reply-To: omo@minbzk.nl", "Return-Path: <OMO@minbzk.nl>"],
+    [
+        "From: Omo <Omo@MINBZK.nl>",
+        "Reply-To: omo@minbzk.nl",
+        "Return-Path: <OMO@minbzk.nl>",
+        # a +tag form is delivered to our own mailbox too: answering it is answering ourselves
+        "From: Omo <omo+x@minbzk.nl>",
+        "Reply-To: OMO+test@MinBZK.nl",
+        "Return-Path: <omo+bounce@minbzk.nl>",
+    ],
 )
 def test_our_own_address_is_a_loop(header: str) -> None:
     assert reason(make(header), "own-address").automated is True
@@ -696,26 +704,16 @@ def test_our_own_address_is_a_loop(header: str) -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["From: Anna Jansen <A.Jansen@minbzk.nl>", "Reply-To: a.jansen@minbzk.nl", "Return-Path: <a.jansen@minbzk.nl>"],
+    [
+        "From: Anna Jansen <A.Jansen@minbzk.nl>",
+        "Reply-To: a.jansen@minbzk.nl",
+        "Return-Path: <a.jansen@minbzk.nl>",
+        "From: Anna <a.jansen+1@minbzk.nl>",
+        "Reply-To: A.Jansen+omo@minbzk.nl",
+        "Return-Path: <a.jansen+x@minbzk.nl>",
+    ],
 )
 def test_a_roster_address_blocks_the_reply_only(header: str) -> None:
-    assert reason(make(header), "roster-address").automated is False
-
-
-@pytest.mark.parametrize(
-    "header",
-    ["From: Omo <omo+x@minbzk.nl>", "Reply-To: OMO+test@MinBZK.nl", "Return-Path: <omo+bounce@minbzk.nl>"],
-)
-def test_our_own_address_with_a_tag_is_still_us(header: str) -> None:
-    # omo+x@minbzk.nl is delivered to our own mailbox: answering it is answering ourselves.
-    assert reason(make(header), "own-address").automated is True
-
-
-@pytest.mark.parametrize(
-    "header",
-    ["From: Anna <a.jansen+1@minbzk.nl>", "Reply-To: A.Jansen+omo@minbzk.nl", "Return-Path: <a.jansen+x@minbzk.nl>"],
-)
-def test_a_roster_address_with_a_tag_is_still_the_contact_person(header: str) -> None:
     assert reason(make(header), "roster-address").automated is False
 
 

@@ -133,34 +133,6 @@ class FlakyReceiver:
         return None
 
 
-def test_a_receiver_that_fails_once_more_at_recovery_does_not_let_later_mail_overtake(make_config):
-    from datetime import UTC, datetime
-
-    from omo_mailbot.outbox import OutboxWorker, enqueue
-    from omo_mailbot.service import open_database
-
-    cfg = make_config(extra="[smtp]\nbackoff_base_seconds = 0.2\nbackoff_max_seconds = 1.0\n")
-    engine, sessions = open_database(cfg)
-    with sessions.begin() as s:
-        for i in range(5):
-            enqueue(
-                s,
-                kind="auto_reply",
-                raw=f"mail {i}".encode(),
-                recipient=f"r{i}@x.example",
-                message_id=f"<m{i}@x>",
-                now=datetime.now(UTC),
-            )
-    receiver = FlakyReceiver(failures=2)
-    worker = OutboxWorker(sessions, receiver, cfg.smtp, holder="t", clock=lambda: datetime.now(UTC))
-    deadline = time.monotonic() + 10
-    while len(receiver.accepted) < 5 and time.monotonic() < deadline:
-        worker.run_once()
-        time.sleep(0.05)
-    engine.dispose()
-    assert receiver.accepted == [f"mail {i}".encode() for i in range(5)]
-
-
 def _queue(make_config, n: int, extra: str = ""):
     from omo_mailbot.outbox import enqueue
     from omo_mailbot.service import open_database
@@ -178,6 +150,20 @@ def _queue(make_config, n: int, extra: str = ""):
                 now=datetime.now(UTC),
             )
     return cfg, engine, sessions
+
+
+def test_a_receiver_that_fails_once_more_at_recovery_does_not_let_later_mail_overtake(make_config):
+    from omo_mailbot.outbox import OutboxWorker
+
+    cfg, engine, sessions = _queue(make_config, 5)
+    receiver = FlakyReceiver(failures=2)
+    worker = OutboxWorker(sessions, receiver, cfg.smtp, holder="t", clock=lambda: datetime.now(UTC))
+    deadline = time.monotonic() + 10
+    while len(receiver.accepted) < 5 and time.monotonic() < deadline:
+        worker.run_once()
+        time.sleep(0.05)
+    engine.dispose()
+    assert receiver.accepted == [f"mail {i}".encode() for i in range(5)]
 
 
 def test_a_refused_smtp_login_holds_the_whole_queue_and_parks_nothing(make_config):
