@@ -127,7 +127,7 @@ class GuardResult:
 
 # --- header vocabularies (see docs/autoreply-policy.md for the sources) ----------
 
-_PRECEDENCE_BLOCK = frozenset({"bulk", "list", "junk", "auto_reply"})
+_PRECEDENCE_BLOCK = frozenset({"bulk", "list", "junk", "auto_reply", "auto-reply"})  # the hyphen is seen too
 
 # RFC 2369, RFC 2919, RFC 8058; Mailing-List is what Znuny checks (ezmlm and others).
 _LIST_HEADERS = (
