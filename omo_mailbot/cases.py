@@ -89,9 +89,11 @@ def open_case(
     now: datetime,
     topics: list[str] | None = None,
     needs_human_reason: str | None = None,
+    year: int | None = None,
 ) -> Case:
+    """A new case numbered in ``year`` (default: the UTC year of ``now``; the pipeline passes the local year)."""
     case = Case(
-        reference=next_reference(session, now.year),
+        reference=next_reference(session, year or now.year),
         status="new",
         label=label,
         needs_human=needs_human_reason is not None,

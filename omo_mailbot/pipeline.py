@@ -380,6 +380,7 @@ class Pipeline:
             requester=message.from_addr,
             now=now,
             needs_human_reason=f"{reason}: {error.splitlines()[-1][:300] if error else ''}",
+            year=self._local_year(now),
         )
         message.case_id = case.id
         if advance:
@@ -404,6 +405,10 @@ class Pipeline:
             case_id=case_id,
             decision=p.decision,
         )
+
+    def _local_year(self, now: datetime) -> int:
+        """The year in the network's time zone: a mail at 00:30 on 1 January is the new year's case."""
+        return now.astimezone(self.cfg.digest.zone).year
 
     def _act(self, s: Session, pending: _Pending, mail: ParsedMail, decision: Decision, now: datetime) -> Outcome:
         acting = time.perf_counter()  # case, routing, replies and rows: the rest of the log line's timings
@@ -457,6 +462,7 @@ class Pipeline:
                 requester=pending.from_addr,
                 now=now,
                 needs_human_reason=unreadable_reason(mail, decision),
+                year=self._local_year(now),
             )
             message = self._write(s, pending, case.id)
             self._route(s, case, mail, decision, verdict, now)

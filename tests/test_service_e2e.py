@@ -420,3 +420,15 @@ def test_two_mails_the_server_returned_without_a_body_are_two_cases_for_a_human_
     assert [o.status for o in outcomes] == ["parse_failed", "parse_failed"]
     assert [(r.uid, r.status) for r in rows] == [(1, "parse_failed"), (2, "parse_failed")]
     assert all("empty message" in (r.error or "") for r in rows)
+
+
+def test_a_case_opened_just_after_midnight_on_new_years_day_in_amsterdam_is_numbered_in_the_new_year(make_config):
+    from omo_mailbot.mailbox import FetchedMail
+
+    cfg = make_config()
+    new_year_in_amsterdam = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)  # 00:30 on 1 January 2027 there
+    service, engine = build_service(cfg, clock=lambda: new_year_in_amsterdam)
+    raw = mails.preparation()
+    outcome = service.pipeline.process("INBOX", 1, FetchedMail(uid=1, raw=raw, size=len(raw)))
+    engine.dispose()
+    assert outcome.case_reference == "OMO-2027-0001"
