@@ -79,6 +79,7 @@ class RunReport:
     day: date
     sent: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
     reason: str = ""
 
 
@@ -391,8 +392,17 @@ class DigestRunner:
                 report.sent.append(person.address)
             except IntegrityError:
                 report.skipped.append((person.address, "already sent today by another instance"))
+            except Exception as exc:  # one person's failure (a database hiccup, a template) must not stop the rest
+                report.failed.append((person.address, f"{type(exc).__name__}: {exc}"[:300]))
+                log.exception("digest for one person failed; the next run of the day tries again")
         log.info(
-            "digest run", extra={"day": today.isoformat(), "sent": len(report.sent), "skipped": len(report.skipped)}
+            "digest run",
+            extra={
+                "day": today.isoformat(),
+                "sent": len(report.sent),
+                "skipped": len(report.skipped),
+                "failed": len(report.failed),
+            },
         )
         return report
 

@@ -595,10 +595,17 @@ class Pipeline:
         assignment.assign_new_case(s, case, self.roster, self.routing, matches, today, now)
 
     def duty_addresses(self, now: datetime) -> list[str]:
-        """Who gets the acute alert: the people on duty in the roster, else ``alerts.duty_address``."""
-        if self.roster is not None and self.roster.shifts:
-            return self.roster.on_duty(now.astimezone(ZoneInfo(self.cfg.digest.timezone)).replace(tzinfo=None))
-        return [self.cfg.alerts.duty_address] if self.cfg.alerts.duty_address else []
+        """Who gets the acute alert: the people on duty in the roster (or its fallback), else
+        ``alerts.duty_address``. An acute mail is never alerted to nobody without a warning."""
+        roster = self.roster
+        if roster is not None and roster.shifts:
+            on_duty = roster.on_duty(now.astimezone(self.cfg.digest.zone).replace(tzinfo=None))
+            if on_duty:
+                return on_duty
+        if self.cfg.alerts.duty_address:
+            return [self.cfg.alerts.duty_address]
+        log.warning("an acute mail alerts nobody: no one on duty, no duty.fallback and no alerts.duty_address")
+        return []
 
     def _record_bounce(self, s: Session, message: Message, mail: ParsedMail, decision: Decision, now: datetime) -> None:
         if not any(r.code == "delivery-report" for r in decision.guard.reasons) or message.raw is None:

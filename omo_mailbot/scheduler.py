@@ -5,8 +5,11 @@ persist or share, because the guarantee lives in the database (the unique
 ``digest_runs`` row), not in the scheduler. One job runs every day at
 ``digest.time`` in ``digest.timezone`` and lets the work calendar decide
 whether it is a working day (so extra working days and holidays both work);
-one job runs once at start-up to catch up a digest missed during downtime.
-A generous misfire grace time covers a busy or suspended process.
+one job runs once at start-up to catch up a digest missed during downtime;
+and a retry runs every hour after the digest time until 18:00, so a digest
+that failed (a database outage at 08:00) still goes out that day; the unique
+row makes every run after a successful one a no-op. A generous misfire grace
+time covers a busy or suspended process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .config import DigestConfig
 
 log = logging.getLogger(__name__)
 MISFIRE_GRACE_SECONDS = 6 * 3600
+LAST_RETRY_HOUR = 18  # a digest that could not go out by then waits for the next working day
 
 
 class DigestScheduler:
@@ -32,12 +36,18 @@ class DigestScheduler:
         self.tz = ZoneInfo(cfg.timezone)
         hh, mm = cfg.time.split(":")
         self.trigger = CronTrigger(hour=int(hh), minute=int(mm), timezone=self.tz)
+        first_retry = int(hh) + 1
+        self.retry = (
+            CronTrigger(hour=f"{first_retry}-{max(first_retry, LAST_RETRY_HOUR)}", minute=int(mm), timezone=self.tz)
+            if first_retry < 24
+            else None
+        )
         self.scheduler: BackgroundScheduler | None = None
 
     def _run(self) -> None:
         try:
             self.job()
-        except Exception:  # a failed digest must not stop the scheduler; the next run catches up
+        except Exception:  # a failed run must not stop the scheduler; the hourly retry catches up
             log.exception("digest run failed")
 
     def start(self, *, catch_up: bool = True) -> None:
@@ -50,6 +60,8 @@ class DigestScheduler:
             coalesce=True,
             max_instances=1,
         )
+        if self.retry is not None:
+            scheduler.add_job(self._run, self.retry, id="digest-retry", coalesce=True, max_instances=1)
         if catch_up:
             scheduler.add_job(self._run, id="digest-catch-up", max_instances=1)  # no trigger: run now, once
         scheduler.start()

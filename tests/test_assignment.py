@@ -14,7 +14,7 @@ from omo_mailbot.models import Case, CaseEvent, Message, Verdict
 from omo_mailbot.service import build_service
 
 from . import mails
-from .rosterkit import ADA, BOB, CAS, DEE, FixedClock, write_roster
+from .rosterkit import ADA, BOB, CAS, DEE, PIKET, ROSTER, FixedClock, write_roster
 
 THREAT_BODY = (
     "Beste mensen,\n\nOnze wethouder wordt sinds het raadsbesluit bedreigd via sociale media en per post. "
@@ -148,3 +148,18 @@ def test_follow_ups_join_their_case_and_a_follow_up_reopens_a_closed_one(
     engine.dispose()
     assert in_case == ["Advies windpark Hooge Veld", "Andere kop", f"Re: [{case.reference}] dank"]
     assert "reopened" in actions and actions.count("follow-up") == 1
+
+
+def test_when_everyone_on_duty_is_absent_and_there_is_no_fallback_the_alert_goes_to_the_duty_address(
+    dovecot, mailbox_user, smtp_sink, make_config, tmp_path
+):
+    roster = ROSTER.replace(f'fallback = "{PIKET}"\n', "").replace(
+        'organisation = "NGB"\ncapacity = 5\n',
+        'organisation = "NGB"\ncapacity = 5\nabsences = [{ from = 2026-11-30, to = 2026-12-02, reason = "ziek" }]\n',
+    )
+    assert "fallback" not in roster and roster.count("absences") == 2
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=write_roster(tmp_path, roster))
+    _append(dovecot, mailbox_user, mails.acute())
+    _run(cfg, FixedClock())  # Cas and Dee, the only people on duty, are both away on 1 December
+    alerts = [m for m in smtp_sink.messages if "Auto-Submitted: auto-generated" in m.content.decode(errors="replace")]
+    assert [m.rcpt_tos for m in alerts] == [["dienst@omo.example"]]  # alerts.duty_address, never nobody

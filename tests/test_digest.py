@@ -226,3 +226,34 @@ def test_preview_writes_every_digest_and_send_now_sends_once(make_config, tmp_pa
     today_present = 4 if datetime.now(AMS).date() > datetime(2026, 12, 31).date() else 3
     assert len(sent) == today_present  # the second --send-now found today's digests already sent
     assert "already sent today" in capsys.readouterr().out
+
+
+def test_one_persons_failing_digest_does_not_stop_the_others_and_a_later_run_sends_it(make_config, tmp_path):
+    from sqlalchemy.exc import OperationalError
+
+    cfg = make_config(extra=write_roster(tmp_path))
+    service, engine = build_service(cfg, clock=FixedClock())
+    builder = service.digests.builder
+    real_context = builder.context
+    failing = {ADA}
+
+    def context(s, person, now):
+        if person.address in failing:
+            raise OperationalError("SELECT ...", {}, Exception("server closed the connection"))
+        return real_context(s, person, now)
+
+    builder.context = context  # type: ignore[method-assign]
+    first = service.digests.run()
+    assert set(first.sent) == PRESENT - {ADA} and [a for a, _ in first.failed] == [ADA]
+    failing.clear()  # the database is back: the hourly retry of the same day
+    assert service.digests.run().sent == [ADA]
+    engine.dispose()
+
+
+def test_the_scheduler_retries_every_hour_after_the_digest_time_until_six():
+    from omo_mailbot.config import DigestConfig
+
+    scheduler = DigestScheduler(lambda: None, DigestConfig(time="08:00"))
+    assert scheduler.retry is not None
+    fields = {f.name: str(f) for f in scheduler.retry.fields}
+    assert (fields["hour"], fields["minute"]) == ("9-18", "0")
