@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from . import __version__, db
 from .config import Config, default_config, load_config
 from .errors import (
@@ -172,8 +174,11 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
     from .mail import parse
     from .routeview import render_lines as routing_lines
     from .rules import load_rules
-    from .service import build_decider
+    from .service import build_decider, open_database
 
+    if args.message_id:  # first: an empty or missing database says so, instead of "no such table"
+        engine, sessions = open_database(cfg)
+        db.require_current_schema(engine)
     candidate = getattr(args, "rules", None)  # explain --rules DIR: a dry run with candidate rules (cmd_operators)
     decider = build_decider(
         cfg, rules=load_rules(Path(candidate)) if candidate else None, roster_addresses=_roster_addresses(cfg)
@@ -184,9 +189,7 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
         from sqlalchemy import select
 
         from .models import Message, Verdict
-        from .service import open_database
 
-        _, sessions = open_database(cfg)
         with sessions() as s:
             row = (
                 s.execute(
@@ -283,8 +286,9 @@ def cmd_preview_reply(args: argparse.Namespace, cfg: Config) -> int:
     from .templating import Templates
     from .workdays import format_day
 
+    raw = Path(args.path).read_bytes()  # first: a wrong path is said at once, before the model loads
     decider = build_decider(cfg, roster_addresses=_roster_addresses(cfg))
-    mail = parse(Path(args.path).read_bytes())
+    mail = parse(raw)
     decision = decider.decide(mail)
     if not decision.auto_reply or decision.guard.reply_to is None:
         print(f"no auto-reply: {decision.auto_reply_blocked_by}")
@@ -411,6 +415,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 4
     except OmoError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file that is not there, a folder that cannot be written: not a bug to trace
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        # the database is unreachable or not what we expect; the cause in one line, not a traceback
+        cause = getattr(exc, "orig", None) or exc
+        print(
+            f"error: the database cannot be used: {type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -96,7 +96,7 @@ def cmd_backtest(args: argparse.Namespace, cfg: Config) -> int:
             print(problem, file=sys.stderr)
         print("the live rules do not pass `rules check`; fix them first", file=sys.stderr)
         return 2
-    engine, sessions = open_database(cfg)
+    engine, _ = open_database(cfg)
     try:
         db.require_current_schema(engine)
         live_model = load_model(cfg)
@@ -108,7 +108,8 @@ def cmd_backtest(args: argparse.Namespace, cfg: Config) -> int:
             return Side(decider, files.routing, files.roster)
 
         result = run_backtest(
-            sessions,
+            # read beside the service: on SQLite a writer session would hold the write lock for the whole run
+            db.session_factory(db.reader(engine)),
             side(live_files, live_model),
             side(candidate_files, candidate_model),
             since=args.since,

@@ -88,7 +88,7 @@ def head_revision(url: str) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:  # a read: it must not wait for (or take) SQLite's write lock
         return MigrationContext.configure(conn).get_current_revision()
 
 

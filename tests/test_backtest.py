@@ -214,3 +214,23 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_every_n_mails_otherwise():
     short = TextProgress(quiet)  # short runs print nothing
     short(1, 7)
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.sqlite_only
+def test_a_backtest_reads_beside_the_running_service_and_never_takes_the_sqlite_write_lock(tmp_path, stored, capsys):
+    from omo_mailbot import db
+
+    cfg, _ = stored
+    candidate = stored_mail.copy_rules(tmp_path)
+    (candidate / "wind.toml").write_text(WIND_RULE)
+    engine = db.make_engine(cfg.database.url)
+    service_batch = engine.connect()
+    service_batch.begin()  # BEGIN IMMEDIATE: the service is writing a batch and holds the write lock
+    try:
+        code = stored_mail.run_cli(["--config", str(tmp_path / "config.toml"), "backtest", "--rules", str(candidate)])
+    finally:
+        service_batch.rollback()
+        service_batch.close()
+        engine.dispose()
+    assert code == 0  # with a writer session it would have waited 30 s for the lock and failed
+    assert "label flips: 3" in capsys.readouterr().out

@@ -126,3 +126,18 @@ def test_check_config_checks_the_roster_and_routing_files_too(tmp_path, capsys):
     (tmp_path / "roster.toml").write_text(ROSTER.replace("capacity = 2", 'capacity = "twee"'))
     assert main(["--config", str(cfg), "check-config"]) == 1
     assert f"{tmp_path / 'roster.toml'}:" in capsys.readouterr().err
+
+
+def test_ordinary_mistakes_get_one_line_and_exit_2_not_a_traceback(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[source]\nkind = "maildir"\nmaildir = "{ROOT / "sample" / "mailbox"}"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "never-migrated.db"}"\n'
+        f'[paths]\ntemplates_dir = "{ROOT / "templates"}"\nrules_dir = "{ROOT / "rules"}"\n'
+    )
+    assert main(["--config", str(cfg), "preview-reply", str(tmp_path / "missing.eml")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.eml" in err and "Traceback" not in err
+    assert main(["--config", str(cfg), "explain", "--message-id", "<x@y>"]) == 2
+    err = capsys.readouterr().err
+    assert "omo-mailbot db upgrade" in err and "Traceback" not in err and "no such table" not in err
