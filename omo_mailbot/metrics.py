@@ -189,13 +189,24 @@ class Health:
         return None
 
     def poll_problem(self) -> str | None:
+        """A pass over the mailbox should complete at least every IDLE renewal (or poll) and a minute.
+
+        Before the first pass completes, the time since start-up counts: a service that
+        keeps failing before it ever finishes a pass is not healthy either.
+        """
         last = float(getattr(self.state, "last_poll_ok", 0.0) or 0.0)
-        if not last:
+        started = float(getattr(self.state, "started_at", 0.0) or 0.0)
+        since = last or started
+        if not since:
             return None
         imap = self.cfg.imap
         limit = 2 * max(imap.idle_renew_seconds if imap.use_idle else 0, imap.poll_interval_seconds) + 60
-        age = time.time() - last
-        return f"no successful poll for {age:.0f} s (limit {limit} s)" if age > limit else None
+        age = time.time() - since
+        if age <= limit:
+            return None
+        if not last:
+            return f"no completed poll since start-up {age:.0f} s ago (limit {limit} s)"
+        return f"no successful poll for {age:.0f} s (limit {limit} s)"
 
     def outbox_oldest_age(self) -> float | None:
         """Seconds the oldest due, unsent mail has been waiting (None when nothing is due)."""

@@ -172,6 +172,7 @@ class ServiceState:
     outbox_wake: threading.Event = field(default_factory=threading.Event)
     reload: threading.Event = field(default_factory=threading.Event)  # set on SIGHUP: check rules/roster now
     last_poll_ok: float = 0.0
+    started_at: float = field(default_factory=time.time)  # /healthz: no pass at all since then is a problem too
     reconnects: int = 0
     outcomes: list[Outcome] = field(default_factory=list)
     keep_outcomes: bool = False

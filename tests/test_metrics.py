@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -223,4 +224,19 @@ def test_health_and_the_outbox_read_beside_a_writer_that_holds_the_sqlite_lock(t
     blocked.join(timeout=10)
     assert done["writer engine"] == 1
     writer.close()
+    engine.dispose()
+
+
+def test_a_service_that_never_completes_a_pass_is_unhealthy_once_the_limit_has_passed(make_config):
+    from omo_mailbot.service import ServiceState
+
+    cfg = make_config(extra='[imap]\nusername = "omo"\nuse_idle = false\npoll_interval_seconds = 30\n')
+    engine, sessions = open_database(cfg)
+    state = ServiceState()
+    health = Health(cfg, engine, sessions, state=state)
+    assert health.poll_problem() is None  # just started: nothing is late yet
+    state.started_at -= 2 * 30 + 61  # the limit (2 x poll interval + 60 s) has passed without a completed pass
+    assert "no completed poll since start-up" in (health.poll_problem() or "")
+    state.last_poll_ok = time.time()  # a pass completed
+    assert health.poll_problem() is None
     engine.dispose()
