@@ -113,14 +113,25 @@ class RuleReloader:
                 threshold=self.cfg.decision.acute_threshold,
                 model_weight=self.cfg.decision.model_weight if self.target.decider.model is not None else 0.0,
             )
-            if files is None:
+            problems = report.problems if files is None else self._roster_lost(files)
+            if files is None or problems:
                 if self.settle_seconds > 0:
                     self.sleep(self.settle_seconds)
                     if self._fingerprint() != stamp:
                         return ReloadResult("settling", stamp)  # still being written: judge it next time
-                return self._reject(stamp, report.problems)
+                return self._reject(stamp, problems)
             self._swap(files)
             return ReloadResult("reloaded", files.fingerprint)
+
+    def _roster_lost(self, files: OperatorFiles) -> list[Problem]:
+        """A roster that disappears while the service runs is kept: without it contact persons would get
+        the guidance meant for officials, cases would go unassigned and alerts to alerts.duty_address.
+        Most often it is an editor saving by delete-and-recreate, or a slip; running without a roster
+        is a decision for a restart."""
+        if files.roster is not None or self.target.roster is None:
+            return []
+        gone = "the roster file is gone; the running roster stays. Put it back, or restart to run without one"
+        return [Problem(str(self.roster_file), None, "", gone)]
 
     def _swap(self, files: OperatorFiles) -> None:
         target = self.target

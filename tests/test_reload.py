@@ -131,6 +131,21 @@ def test_a_broken_roster_is_refused_like_broken_rules(reloader_setup, tmp_path):
     assert "anna@omo.example" in service.pipeline.decider.policy.roster_addresses
 
 
+def test_a_roster_that_disappears_while_running_is_kept_and_the_operator_told(reloader_setup):
+    _, service, reloader = reloader_setup
+    roster = reloader.roster_file
+    assert roster is not None
+    roster.parent.mkdir(parents=True, exist_ok=True)
+    roster.write_text('[[person]]\nname = "Anna"\naddress = "anna@omo.example"\norganisation = "BZK"\n')
+    assert reloader.check().status == "reloaded"
+    roster.unlink()  # an editor saving by delete-and-recreate, or a slip
+    result = reloader.check()
+    assert result.status == "rejected" and result.alerted
+    assert "the roster file is gone; the running roster stays" in str(result.problems[0])
+    assert service.pipeline.roster is not None  # contact persons stay protected from the officials' guidance
+    assert "anna@omo.example" in service.pipeline.decider.policy.roster_addresses
+
+
 def test_a_file_caught_half_saved_is_judged_again_not_alerted(reloader_setup):
     rules, service, reloader = reloader_setup
     running = service.pipeline.decider
