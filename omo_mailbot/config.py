@@ -198,6 +198,7 @@ class MetricsConfig:
     address: str = "127.0.0.1"
     port: int = 9464
     outbox_stuck_seconds: float = 600.0
+    outbox_undelivered_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

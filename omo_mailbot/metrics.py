@@ -220,10 +220,21 @@ class Health:
         return None if oldest is None else max(0.0, (now - _utc(oldest)).total_seconds())
 
     def outbox_problem(self) -> str | None:
+        """Two ways to be stuck: a due mail nobody sends (a dead sender), and a mail that keeps being
+        put off (the receiver is down or refuses our login: each retry moves its due time on)."""
         age = self.outbox_oldest_age()
         limit = self.cfg.metrics.outbox_stuck_seconds
         if age is not None and age > limit:
             return f"outbox stuck: a mail has been due for {age:.0f} s (limit {limit:g} s)"
+        now = self.clock()
+        with self.sessions() as s:
+            queued = s.execute(
+                select(func.min(OutboxMail.created_at)).where(OutboxMail.status.in_(("pending", "sending")))
+            ).scalar()
+        waited = None if queued is None else (now - _utc(queued)).total_seconds()
+        undelivered = self.cfg.metrics.outbox_undelivered_seconds
+        if waited is not None and waited > undelivered:
+            return f"outbox stuck: a mail queued {waited:.0f} s ago is still unsent (limit {undelivered:g} s)"
         return None
 
     def report(self) -> HealthReport:

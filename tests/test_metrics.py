@@ -240,3 +240,26 @@ def test_a_service_that_never_completes_a_pass_is_unhealthy_once_the_limit_has_p
     state.last_poll_ok = time.time()  # a pass completed
     assert health.poll_problem() is None
     engine.dispose()
+
+
+def test_a_mail_put_off_again_and_again_during_an_outage_still_makes_the_outbox_stuck(make_config):
+    """Each retry moves the due time on, so 'due for too long' never fires; the age since queueing does."""
+    cfg = make_config(extra="[metrics]\noutbox_undelivered_seconds = 3600\n")
+    engine, sessions = open_database(cfg)
+    health = Health(cfg, engine, sessions)
+    now = datetime.now(UTC)
+    with sessions.begin() as s:
+        row = enqueue(
+            s,
+            kind="auto_reply",
+            raw=b"Subject: x\r\n\r\nx\r\n",
+            recipient="iemand@gemeente-voorbeeld.nl",
+            message_id="<outage@minbzk.nl>",
+            now=now - timedelta(minutes=50),
+        )
+        row.next_attempt_at = now + timedelta(minutes=5)  # held behind an unreachable receiver
+    assert health.outbox_problem() is None  # 50 minutes: a long outage, not yet an alarm
+    with sessions.begin() as s:
+        s.get(type(row), row.id).created_at = now - timedelta(minutes=61)
+    assert "s ago is still unsent (limit 3600 s)" in (health.outbox_problem() or "")
+    engine.dispose()
