@@ -372,7 +372,8 @@ class Service:
             if not self.leader.try_acquire(self.pipeline.clock()):
                 if self.leader.reachable:
                     self.following()
-                self.state.stop.wait(check_every)
+                # under systemd's watchdog a follower must report alive more often than it checks the lock
+                self.state.stop.wait(min(check_every, self.state.max_wait_seconds or check_every))
                 continue
             lost = threading.Event()
 

@@ -108,3 +108,30 @@ def test_a_long_pass_pings_on_progress_but_at_most_once_a_second(notify_socket):
     notifier.connected()
     notifier.connected()  # READY only once, also after reconnects
     assert _receive(sock, 0.3) == ["READY=1\nSTATUS=mailbox open"]
+
+
+def test_a_follower_reports_alive_within_the_watchdog_interval_even_with_a_slow_lock_check(make_config):
+    import threading
+
+    from omo_mailbot.service import ServiceState, build_service
+
+    cfg = make_config(extra="[service]\nleader_check_seconds = 300\n")
+    state = ServiceState(max_wait_seconds=0.1)  # WatchdogSec/2, as cli.run sets it under systemd
+    service, engine = build_service(cfg, state=state)
+
+    class NeverLeader:
+        reachable = True
+
+        def try_acquire(self, _now):
+            return False
+
+    pings: list[float] = []
+    service.leader = NeverLeader()  # type: ignore[assignment]
+    service.following = lambda: pings.append(time.monotonic())  # type: ignore[method-assign]
+    follower = threading.Thread(target=service.lead_forever, daemon=True)
+    follower.start()
+    time.sleep(1.0)
+    state.stop.set()
+    follower.join(timeout=5)
+    engine.dispose()
+    assert len(pings) >= 5  # not once per 300 s lock check
