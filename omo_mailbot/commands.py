@@ -22,7 +22,6 @@ a case. The same actions back the ``omo-mailbot cases`` subcommands.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.policy import SMTP
@@ -48,7 +47,6 @@ MAX_COMMANDS = 20
 #: Answers to command mails per roster address per hour. Anyone can put a roster address in From;
 #: the answer goes to the real person, so without a cap a forger could flood them through us.
 MAX_ANSWERS_PER_HOUR = 20
-NOT_OWN_TEXT = "staat in doorgestuurde of geciteerde tekst; alleen regels die u zelf daarboven schrijft tellen"
 
 
 class Refused(Exception):
@@ -261,7 +259,7 @@ def handle(
     cfg: Config,
     now: datetime,
 ) -> list[Result]:
-    """Check who sent ``commands`` and carry them out; one :class:`Result` per command line."""
+    """Check who sent ``commands`` (found by :func:`mail_commands`) and carry them out; one Result per line."""
     assert mail.from_ is not None
     actor = mail.from_.addr.lower()
     refusal: str | None = None
@@ -272,13 +270,8 @@ def handle(
     if refusal is not None:
         return [Result(c.line, False, refusal) for c in commands]
     thread_case = cases.find_thread_case(session, mail)
-    own = Counter(mail_commands(mail))  # a line in a forward is not the sender's, even if passed in
     results: list[Result] = []
     for command in commands:
-        if own[command] <= 0:
-            results.append(Result(command.line, False, NOT_OWN_TEXT))
-            continue
-        own[command] -= 1
         case = find_case(session, command.reference) if command.reference else thread_case
         if case is None:
             why = (
