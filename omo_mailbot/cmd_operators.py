@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from .config import Config
 from .mail import ParsedMail
@@ -151,7 +150,7 @@ def routing_explainer(cfg: Config, decider: Decider) -> Callable[[ParsedMail], d
             db.require_current_schema(engine)
         except Exception:  # no database to read (or an outdated one): topics and people only
             sessions = None
-    today = datetime.now(ZoneInfo(cfg.digest.timezone)).date()
+    today = datetime.now(cfg.digest.zone).date()
 
     def route(mail: ParsedMail) -> dict[str, Any]:
         decision = decider.decide(mail)

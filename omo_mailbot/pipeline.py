@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -591,7 +590,7 @@ class Pipeline:
             return
         matches = self.routing.match_mail(mail, decision.text.new, decision.text.quoted)
         verdict["topics"] = [m.as_dict() for m in matches]
-        today = now.astimezone(ZoneInfo(self.cfg.digest.timezone)).date()
+        today = now.astimezone(self.cfg.digest.zone).date()
         assignment.assign_new_case(s, case, self.roster, self.routing, matches, today, now)
 
     def duty_addresses(self, now: datetime) -> list[str]:

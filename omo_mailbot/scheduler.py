@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -33,12 +32,12 @@ LAST_RETRY_HOUR = 18  # a digest that could not go out by then waits for the nex
 class DigestScheduler:
     def __init__(self, job: Callable[[], Any], cfg: DigestConfig) -> None:
         self.job = job
-        self.tz = ZoneInfo(cfg.timezone)
-        hh, mm = cfg.time.split(":")
-        self.trigger = CronTrigger(hour=int(hh), minute=int(mm), timezone=self.tz)
-        first_retry = int(hh) + 1
+        self.tz = cfg.zone
+        at = cfg.at
+        self.trigger = CronTrigger(hour=at.hour, minute=at.minute, timezone=self.tz)
+        first_retry = at.hour + 1
         self.retry = (
-            CronTrigger(hour=f"{first_retry}-{max(first_retry, LAST_RETRY_HOUR)}", minute=int(mm), timezone=self.tz)
+            CronTrigger(hour=f"{first_retry}-{max(first_retry, LAST_RETRY_HOUR)}", minute=at.minute, timezone=self.tz)
             if first_retry < 24
             else None
         )
