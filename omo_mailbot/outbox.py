@@ -123,26 +123,26 @@ class OutboxWorker:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def _claim(self, limit: int) -> list[tuple[int, str, str, bytes, int]]:
+    def _claim_next(self) -> tuple[int, str, str, bytes, int] | None:
+        """Lease the oldest due row to this worker (committed): (id, envelope from, recipient, raw, attempt)."""
         now = self.clock()
         with self.sessions.begin() as s:
             stmt = (
                 select(OutboxMail)
                 .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
                 .order_by(OutboxMail.id)
-                .limit(limit)
+                .limit(1)
             )
             if s.get_bind().dialect.name == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
-            rows = list(s.execute(stmt).scalars())
-            claimed = []
-            for row in rows:
-                row.status = "sending"
-                row.lease_until = now + self.lease
-                row.lease_holder = self.holder
-                row.attempts += 1
-                claimed.append((row.id, row.envelope_from, row.recipient, row.raw, row.attempts))
-            return claimed
+            row = s.execute(stmt).scalar_one_or_none()
+            if row is None:
+                return None
+            row.status = "sending"
+            row.lease_until = now + self.lease
+            row.lease_holder = self.holder
+            row.attempts += 1
+            return row.id, row.envelope_from, row.recipient, row.raw, row.attempts
 
     def _allowance(self) -> int:
         horizon = time.monotonic() - 60.0
@@ -160,10 +160,8 @@ class OutboxWorker:
         for _ in range(min(limit, allowance)):
             if self.stopping():
                 break
-            claimed = self._claim(1)
-            if not claimed:
-                break
-            if not self._send_one(*claimed[0], stats=stats):
+            claimed = self._claim_next()
+            if claimed is None or not self._send_one(*claimed, stats=stats):
                 break
         return stats
 
