@@ -75,3 +75,10 @@ def test_the_service_does_not_start_on_a_broken_template_and_says_where(tmp_path
     assert f"{folder / 'acute_reply.en.txt'}:1: unknown variable 'nam'" in capsys.readouterr().err
     assert main(["--config", str(cfg), "run", "--once"]) == 2
     assert f"{folder / 'acute_reply.en.txt'}:1: unknown variable 'nam'" in capsys.readouterr().err
+
+
+def test_a_renderer_that_leaves_out_a_declared_variable_is_caught_at_render():
+    context = {"name": "x", "reference": "OMO-2026-0001", "next_working_day": "d", "our_address": "a@b.nl"}
+    with pytest.raises(RuntimeError, match="contact_day"):
+        Templates(ROOT / "templates").render_text("acute_reply.nl.txt", context)
+    Templates(ROOT / "templates").render_text("acute_reply.nl.txt", {**context, "contact_day": "d", "extra": 1})
