@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -50,6 +51,25 @@ class CpuClock:
         }
 
 
+def _read_inbox(client: Any, batch: int, each: Callable[[bytes], None]) -> dict[str, Any]:
+    """The timed part both readers share: EXAMINE INBOX, SEARCH ALL, UID FETCH BODY.PEEK[] in batches of
+    ``batch``, ``each`` called on every body; then its count, rate, peak RSS and CPU. Logs the client out."""
+    baseline = peak_rss_mb()
+    t0 = time.perf_counter()
+    cpu = CpuClock()
+    client.select_folder("INBOX", readonly=True)
+    uids = client.search("ALL")
+    n = 0
+    for start in range(0, len(uids), batch):
+        for _uid, data in client.fetch(uids[start : start + batch], ["BODY.PEEK[]"]).items():
+            each(data[b"BODY[]"])
+            n += 1
+    took = time.perf_counter() - t0
+    used = cpu.stop(n)
+    client.logout()
+    return {"n": n, "seconds": took, "rate": n / took, "rss_mb": peak_rss_mb(), "rss_base": baseline, **used}
+
+
 def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, Any]:
     """imapclient BODY.PEEK[] in batches plus mail-parser: the least any reader must do."""
     import imapclient
@@ -57,32 +77,16 @@ def floor(port: int, user: str, password: str, batch: int = 100) -> dict[str, An
 
     client = imapclient.IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60)
     client.login(user, password)
-    baseline = peak_rss_mb()
-    t0 = time.perf_counter()
-    cpu = CpuClock()
-    client.select_folder("INBOX", readonly=True)
-    uids = client.search("ALL")
-    n, size = 0, 0
-    for start in range(0, len(uids), batch):
-        chunk = uids[start : start + batch]
-        for _uid, data in client.fetch(chunk, ["BODY.PEEK[]"]).items():
-            raw = data[b"BODY[]"]
-            parsed = mailparser.parse_from_bytes(raw)
-            _ = (parsed.subject, parsed.from_, parsed.text_plain)
-            n += 1
-            size += len(raw)
-    took = time.perf_counter() - t0
-    used = cpu.stop(n)
-    client.logout()
-    return {
-        "n": n,
-        "seconds": took,
-        "rate": n / took,
-        "mb": size / 1e6,
-        "rss_mb": peak_rss_mb(),
-        "rss_base": baseline,
-        **used,
-    }
+    size = 0
+
+    def parse(raw: bytes) -> None:
+        nonlocal size
+        parsed = mailparser.parse_from_bytes(raw)
+        _ = (parsed.subject, parsed.from_, parsed.text_plain)
+        size += len(raw)
+
+    result = _read_inbox(client, batch, parse)
+    return {**result, "mb": size / 1e6}
 
 
 def decide(config: str, batch: int = 100) -> dict[str, Any]:
@@ -101,28 +105,12 @@ def decide(config: str, batch: int = 100) -> dict[str, Any]:
     decider = build_decider(cfg)
     client = imapclient.IMAPClient(cfg.imap.host, port=cfg.imap.port, ssl=False, timeout=60)
     client.login(cfg.imap.username, os.environ[cfg.imap.password_env])
-    baseline = peak_rss_mb()
-    t0 = time.perf_counter()
-    cpu = CpuClock()
-    client.select_folder("INBOX", readonly=True)
-    uids = client.search("ALL")
-    n, labels = 0, {"acute": 0, "preparation": 0, "automated": 0}
-    for start in range(0, len(uids), batch):
-        for _uid, data in client.fetch(uids[start : start + batch], ["BODY.PEEK[]"]).items():
-            labels[decider.decide(parse(data[b"BODY[]"])).label] += 1
-            n += 1
-    took = time.perf_counter() - t0
-    used = cpu.stop(n)
-    client.logout()
-    return {
-        "n": n,
-        "seconds": took,
-        "rate": n / took,
-        "labels": labels,
-        "rss_mb": peak_rss_mb(),
-        "rss_base": baseline,
-        **used,
-    }
+    labels = {"acute": 0, "preparation": 0, "automated": 0}
+
+    def count(raw: bytes) -> None:
+        labels[decider.decide(parse(raw)).label] += 1
+
+    return {**_read_inbox(client, batch, count), "labels": labels}
 
 
 def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
