@@ -143,7 +143,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
     service.drain_outbox()
     t3 = time.perf_counter()
     used = cpu.stop(n)
-    if profiler is not None:
+    if profiler is not None and profile:
         profiler.stop()
         with open(profile, "w") as fh:
             fh.write(profiler.output_text(unicode=True, color=False))
@@ -151,6 +151,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         labels = dict(s.execute(select(Verdict.label, func.count()).group_by(Verdict.label)).all())
         outbox = dict(s.execute(select(OutboxMail.status, func.count()).group_by(OutboxMail.status)).all())
     engine.dispose()
+    worker = service.state.preparer  # the decide-ahead worker (stopped), if the pass used one
     return {
         "n": n,
         "seconds": t3 - t1,
@@ -162,6 +163,8 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         "outbox": outbox,
         "rss_mb": peak_rss_mb(),
         "rss_base": baseline,
+        "worker_peak_rss_mb": worker.peak_rss_mb if worker else None,
+        "worker_private_mb": worker.private_mb if worker else None,
         **used,
     }
 

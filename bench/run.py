@@ -75,7 +75,9 @@ def load_maildir(srv: DovecotServer, user: str, mails: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-def write_config(tmp: Path, name: str, srv: DovecotServer, user: str, sink: SmtpSink, model: Path) -> Path:
+def write_config(
+    tmp: Path, name: str, srv: DovecotServer, user: str, sink: SmtpSink, model: Path, *, decide_ahead: bool = True
+) -> Path:
     from omo_mailbot import db
 
     url = f"sqlite:///{tmp / (name + '.db')}"
@@ -107,6 +109,7 @@ global_max_per_hour = 1000000
 log_format = "json"
 log_level = "INFO"
 outbox_poll_seconds = 30
+decide_ahead = {"true" if decide_ahead else "false"}
 """
     path = tmp / f"{name}.toml"
     path.write_text(text)
@@ -136,6 +139,9 @@ def bench_backlog(srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n:
     before = len(sink.messages)
     pipe = child(args, tmp / f"pipeline-{n}.log")
     pipe["smtp_received"] = len(sink.messages) - before
+    # the same pipeline without the worker that parses and decides ahead (service.decide_ahead = false)
+    alone_cfg = write_config(tmp, f"backlog{n}-alone", srv, user, sink, model, decide_ahead=False)
+    alone = child(["pipeline", str(alone_cfg)], tmp / f"pipeline-{n}-alone.log")
     return {
         "n": n,
         "mb": sum(map(len, mails)) / 1e6,
@@ -143,7 +149,9 @@ def bench_backlog(srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n:
         "floor": floor,
         "decide": decided,
         "pipeline": pipe,
+        "pipeline_in_process": alone,
         "ratio": pipe["rate"] / floor["rate"],
+        "ratio_in_process": alone["rate"] / floor["rate"],
         "profiled": profile,  # True: the pipeline ran under pyinstrument, its rate is not a benchmark figure
     }
 
@@ -258,6 +266,27 @@ def cpu_rows(n: int, floor: dict[str, Any], pipe: dict[str, Any], cores: int) ->
     ]
 
 
+def in_process_rows(n: int, b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The same pipeline with service.decide_ahead = false: everything in the service's one process."""
+    if "pipeline_in_process" not in b:
+        return []
+    alone = b["pipeline_in_process"]
+    return [
+        (f"backlog N={n}: full pipeline, all in one process", f"{alone['rate']:.0f}", "mails/s", "decide_ahead off"),
+        (f"backlog N={n}: that pipeline / floor", f"{b['ratio_in_process']:.2f}", "ratio", ""),
+    ]
+
+
+def worker_rows(n: int, p: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The worker that decided ahead: its own (unshared) memory when it stopped, and its peak RSS."""
+    if p.get("worker_private_mb") is None:
+        return []
+    return [
+        (f"backlog N={n}: decide-ahead worker, private memory", f"{p['worker_private_mb']:.0f}", "MB", "at its end"),
+        (f"backlog N={n}: decide-ahead worker, peak RSS", f"{p['worker_peak_rss_mb']:.0f}", "MB", "mostly shared"),
+    ]
+
+
 def table(result: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str, str]] = []
     for b in result["backlog"]:
@@ -270,7 +299,9 @@ def table(result: dict[str, Any]) -> str:
             (f"backlog N={n}: full pipeline (ingest_pass + outbox drained)", f"{p['rate']:.0f}", "mails/s", ""),
             (f"backlog N={n}: pipeline / floor", f"{b['ratio']:.2f}", "ratio", "target >= 0.5" + profiled),
             *cpu_rows(n, f, p, result["machine"]["cores"]),
+            *in_process_rows(n, b),
             (f"backlog N={n}: peak RSS of the pipeline process (VmHWM)", f"{p['rss_mb']:.0f}", "MB", "target < 250"),
+            *worker_rows(n, p),
             (f"backlog N={n}: peak RSS of the floor process (VmHWM)", f"{f['rss_mb']:.0f}", "MB", ""),
         ]
     if "latency" in result:

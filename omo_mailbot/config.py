@@ -188,6 +188,7 @@ class ServiceConfig:
     lease_seconds: float = 30.0
     leader_check_seconds: float = 5.0
     rules_reload_seconds: float = 5.0
+    decide_ahead: bool = True
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
 from .models import Bounce, Case, MailboxCursor, Message, Verdict, insert_loaded, table_of
 from .outbox import enqueue
+from .prepare import Prepared
 from .roster import Roster
 from .routing import Routing
 from .templating import Templates
@@ -201,19 +202,28 @@ class Pipeline:
         self.roster = roster
         self.routing = routing
 
-    def process(self, mailbox: str, uidvalidity: int, fetched: FetchedMail, *, retry: bool = True) -> Outcome:
+    def process(
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        *,
+        retry: bool = True,
+        prepared: Prepared | None = None,
+    ) -> Outcome:
         """Store and decide one mail; never raises for a bad mail, only when the database fails.
 
         A database that fails (connection lost, failover, deadlock, serialization
         failure, "database is locked") is not the mail's fault: the transaction is
         rolled back, the mail is neither stored nor marked, and the error goes up
         so the caller can pause and fetch the mail again. Only what goes wrong with
-        the mail itself becomes an error case.
+        the mail itself becomes an error case. ``prepared`` is the mail already parsed and decided (by
+        :class:`~omo_mailbot.prepare.Preparer`); without it the mail is parsed and decided here.
         """
         now = self.clock()
         try:
             with self.sessions.begin() as s:
-                return self._process(s, mailbox, uidvalidity, fetched, now)
+                return self._process(s, mailbox, uidvalidity, fetched, now, prepared=prepared)
         except IntegrityError:
             with self.sessions.begin() as s:
                 stored = _stored_id(s, _digest(fetched, mailbox, uidvalidity))
@@ -225,7 +235,7 @@ class Pipeline:
                 # another unique key collided (a row two instances wrote at once): the mail is not
                 # stored, so it must not be passed over; once more from the start
                 log.warning("a unique key collided; processing the mail again", extra={"uid": fetched.uid})
-                return self.process(mailbox, uidvalidity, fetched, retry=False)
+                return self.process(mailbox, uidvalidity, fetched, retry=False, prepared=prepared)
             return self._fail(mailbox, uidvalidity, fetched, now, traceback.format_exc(limit=8))
         except OperationalError:
             raise
@@ -243,7 +253,13 @@ class Pipeline:
             with self.sessions.begin() as s:
                 return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error, readable=False)
 
-    def process_batch(self, mailbox: str, uidvalidity: int, batch: Sequence[FetchedMail]) -> list[Outcome]:
+    def process_batch(
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        batch: Sequence[FetchedMail],
+        prepared: Sequence[Prepared | None] | None = None,
+    ) -> list[Outcome]:
         """Store and decide the mails of one FETCH batch in ONE transaction; the cursor moves in it too.
 
         During a backlog this pays BEGIN, COMMIT, the session and the cursor update once per batch
@@ -252,12 +268,19 @@ class Pipeline:
         processed again in a transaction of its own (see :meth:`process`), so a mail that breaks the
         pipeline still gets its own error case and the others their decisions (their "decided" log
         lines then appear twice). A single mail, the usual case in IDLE, takes :meth:`process` directly.
+        ``prepared`` holds, per mail, what a :class:`~omo_mailbot.prepare.Preparer` made of it, or None.
         """
+        ahead: Sequence[Prepared | None] = prepared if prepared is not None else [None] * len(batch)
+        if len(ahead) != len(batch):
+            raise ValueError(f"{len(ahead)} prepared mails for a batch of {len(batch)}")
         if len(batch) <= 1:
-            return [self.process(mailbox, uidvalidity, fetched) for fetched in batch]
+            return [self.process(mailbox, uidvalidity, f, prepared=p) for f, p in zip(batch, ahead, strict=True)]
         try:
             with self.sessions.begin() as s:
-                outcomes = [self._process(s, mailbox, uidvalidity, f, self.clock(), advance=False) for f in batch]
+                outcomes = [
+                    self._process(s, mailbox, uidvalidity, f, self.clock(), advance=False, prepared=p)
+                    for f, p in zip(batch, ahead, strict=True)
+                ]
                 _advance(s, mailbox, uidvalidity, max(f.uid for f in batch), self.clock())
             return outcomes
         except OperationalError:
@@ -267,10 +290,18 @@ class Pipeline:
                 "a batch failed; processing its mails one by one",
                 extra={"mails": len(batch), "error": type(exc).__name__},
             )
-            return [self.process(mailbox, uidvalidity, fetched) for fetched in batch]
+            return [self.process(mailbox, uidvalidity, f, prepared=p) for f, p in zip(batch, ahead, strict=True)]
 
     def _process(
-        self, s: Session, mailbox: str, uidvalidity: int, fetched: FetchedMail, now: datetime, *, advance: bool = True
+        self,
+        s: Session,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        now: datetime,
+        *,
+        advance: bool = True,
+        prepared: Prepared | None = None,
     ) -> Outcome:
         digest = _digest(fetched, mailbox, uidvalidity)
         existing = _stored_id(s, digest)
@@ -290,14 +321,19 @@ class Pipeline:
                 f"headers and structure were read: {fetched.bodystructure[:1000]}",
                 advance=advance,
             )
-        started = time.perf_counter()
-        try:
-            mail = parse(fetched.raw)
-        except ParseError as exc:
-            return self._store_failure(s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc), advance=advance)
-        parsed = time.perf_counter()
-        decision = self.decider.decide(mail)
-        timings = {"parse_ms": _ms(parsed - started), "decide_ms": _ms(time.perf_counter() - parsed)}
+        if prepared is not None:
+            mail, decision, timings = prepared.mail, prepared.decision, prepared.timings
+        else:
+            started = time.perf_counter()
+            try:
+                mail = parse(fetched.raw)
+            except ParseError as exc:
+                return self._store_failure(
+                    s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc), advance=advance
+                )
+            parsed = time.perf_counter()
+            decision = self.decider.decide(mail)
+            timings = {"parse_ms": _ms(parsed - started), "decide_ms": _ms(time.perf_counter() - parsed)}
         pending = _Pending(mailbox, uidvalidity, fetched, digest, mail, decision, now, timings)
         outcome = self._act(s, pending, mail, decision, now)
         if advance:

@@ -9,11 +9,12 @@ outbox thread, which sends at once rather than at its next poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from .mailbox import FetchedMail, ImapSource, MaildirSource, MailSource
 from .mailer import FileMailer, Mailer, SmtpMailer
 from .outbox import OutboxWorker
 from .pipeline import Outcome, Pipeline, sync_cursor
+from .prepare import Prepared, Preparer
 from .purge import purge
 from .reload import RuleReloader
 from .roster import Roster, load_roster
@@ -179,6 +181,7 @@ class ServiceState:
     # metrics and systemd: objects with connected(), outcome(o), polled(), stopping() (omo_mailbot.ops)
     observers: list[Any] = field(default_factory=list)
     max_wait_seconds: float | None = None  # cap on one IDLE/poll wait, so polled() runs this often (watchdog)
+    preparer: Preparer | None = None  # the last backlog's worker, stopped (its memory figures, for bench)
 
 
 class Service:
@@ -229,18 +232,11 @@ class Service:
         uids = self.source.uids_after(last)
         count = 0
         started = time.perf_counter()
-        for batch in _batches(self.source.fetch(uids), max(1, self.cfg.imap.batch_size)):
-            for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch):
-                count += 1
-                if self.state.keep_outcomes:
-                    self.state.outcomes.append(outcome)
-                for observer in self.state.observers:
-                    observer.outcome(outcome)
-                if outcome.queued_mail:
-                    self.state.outbox_wake.set()
-            self.source.mark_processed([fetched.uid for fetched in batch])
-            if stop.is_set():
-                break
+        with contextlib.ExitStack() as closing:
+            for batch, prepared in self._work(uids, closing):
+                count += self._store_batch(uidvalidity, batch, prepared)
+                if stop.is_set():
+                    break
         self.state.last_poll_ok = time.time()
         if count > 1:  # a backlog; a single mail has its own "decided" line
             seconds = time.perf_counter() - started
@@ -248,6 +244,33 @@ class Service:
         for observer in self.state.observers:
             observer.polled()
         return count
+
+    def _work(
+        self, uids: Sequence[int], closing: contextlib.ExitStack
+    ) -> Iterator[tuple[list[FetchedMail], Sequence[Prepared | None] | None]]:
+        """The pass's batches, each with what a worker parsed and decided ahead (a long pass) or None."""
+        size = max(1, self.cfg.imap.batch_size)
+        batches = _batches(self.source.fetch(uids), size)
+        if not self.cfg.service.decide_ahead or len(uids) < 2 * size or (os.cpu_count() or 1) < 2:
+            return ((batch, None) for batch in batches)
+        preparer = Preparer(self.pipeline.decider)
+        self.state.preparer = preparer
+        closing.callback(preparer.close)
+        return preparer.ahead(batches)
+
+    def _store_batch(
+        self, uidvalidity: int, batch: list[FetchedMail], prepared: Sequence[Prepared | None] | None
+    ) -> int:
+        """Commit one batch, tell the observers, then mark it on the server; the number of mails."""
+        for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch, prepared):
+            if self.state.keep_outcomes:
+                self.state.outcomes.append(outcome)
+            for observer in self.state.observers:
+                observer.outcome(outcome)
+            if outcome.queued_mail:
+                self.state.outbox_wake.set()
+        self.source.mark_processed([fetched.uid for fetched in batch])
+        return len(batch)
 
     def run_once(self) -> int:
         uidvalidity = self.source.open()

@@ -1,0 +1,216 @@
+"""Parsing and deciding a backlog one batch ahead, in a second process.
+
+During a backlog the service's process would otherwise do everything in turn:
+fetch a batch, parse it, decide it, store it, and only then fetch the next.
+Parsing and deciding are pure (no database, no network, no clock: see
+:mod:`omo_mailbot.verdict`), and they are about half of the CPU a mail costs. So
+for a long pass, :class:`Preparer` forks one worker process that parses and
+decides batch k+1 while this process stores batch k and fetches batch k+2.
+
+The worker is a fork of the service at the start of the pass: it decides with
+the rules, model and guard policy of that moment, and each verdict records the
+rules hash and model version that made it. A reload during the pass applies
+from the next pass on.
+
+Nothing depends on the worker. Whatever it cannot deliver (a mail it could not
+parse or decide, a worker that died, hung past the timeout or could not be
+started) comes back as ``None``, and the pipeline then does that mail itself,
+in-process, exactly as without a worker: a broken mail gets its error case from
+the same code path either way. Storing, answering and marking stay in this
+process, so what is committed and when is the same with or without the worker.
+
+The two sides alternate on one pipe and never write at the same time: the
+service sends batch k+1 only after it has read the answer for batch k, while the
+worker waits to read. (Two processes writing large messages to each other at
+once would both block on a full pipe.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .mail import ParsedMail, parse
+from .mailbox import FetchedMail
+from .verdict import Decider, Decision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One mail parsed and decided ahead; timings in milliseconds, for its log line."""
+
+    mail: ParsedMail
+    decision: Decision
+    timings: dict[str, float]
+
+
+def prepare(decider: Decider, raw: bytes) -> Prepared | None:
+    """Parse and decide ``raw``; None when either raises (the pipeline then does it again, and records why)."""
+    started = time.perf_counter()
+    try:
+        mail = parse(raw)
+        parsed = time.perf_counter()
+        decision = decider.decide(mail)
+    except Exception:
+        return None
+    done = time.perf_counter()
+    return Prepared(mail, decision, {"parse_ms": _ms(parsed - started), "decide_ms": _ms(done - parsed)})
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _wanted(fetched: FetchedMail) -> bytes | None:
+    """The bytes worth sending to the worker: not a mail over the size limit, not an empty body."""
+    if fetched.too_large or not fetched.raw or fetched.raw.isspace():
+        return None
+    return fetched.raw
+
+
+def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None:  # pragma: no cover - in the fork
+    """The worker: answer each list of raw mails with a list of Prepared-or-None, until told to stop."""
+    parent_end.close()  # else our own copy of the service's end would keep the pipe open when the service dies
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the service's to handle; it stops us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    gc.freeze()  # the collector would otherwise write to every inherited object and un-share its page
+    while True:
+        try:
+            raws = conn.recv()
+        except (EOFError, OSError):
+            break
+        if raws is None:
+            break
+        conn.send([None if raw is None else prepare(decider, raw) for raw in raws])
+    os._exit(0)  # nothing of the service's (atexit hooks, threads, buffers) is ours to run or flush
+
+
+class Preparer:
+    """One forked worker that parses and decides the next batch while the service stores this one.
+
+    Use :meth:`ahead` on the pass's batches and :meth:`close` when the pass ends (or use it as a
+    context manager). ``timeout`` bounds each wait for a batch's answer; a worker that overruns it is
+    killed and the rest of the pass runs in-process.
+    """
+
+    def __init__(self, decider: Decider, *, timeout: float = 120.0) -> None:
+        self.timeout = timeout
+        self.broken: str | None = None
+        self.peak_rss_mb: float | None = None
+        self.private_mb: float | None = None
+        self._process: Any = None
+        self._conn: Connection | None = None
+        try:
+            context = multiprocessing.get_context("fork")
+            conn, child_end = context.Pipe()
+            process = context.Process(target=_serve, args=(child_end, conn, decider), name="omo-prepare", daemon=True)
+            process.start()
+            child_end.close()
+        except (OSError, ValueError) as exc:  # no fork here, out of processes or memory
+            self._give_up(f"could not start: {exc}")
+            return
+        self._process, self._conn = process, conn
+
+    def __enter__(self) -> Preparer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else int(self._process.pid)
+
+    def ahead(self, batches: Iterator[list[FetchedMail]]) -> Iterator[tuple[list[FetchedMail], list[Prepared | None]]]:
+        """Each batch with what the worker made of it, the worker already busy with the next one."""
+        current = next(batches, None)
+        if current is None:
+            return
+        self._send(current)
+        for following in batches:  # fetching ``following`` overlaps the worker's work on ``current``
+            answers = self._receive(current)
+            self._send(following)
+            yield current, answers  # storing ``current`` overlaps the worker's work on ``following``
+            current = following
+        yield current, self._receive(current)
+
+    def _send(self, batch: Sequence[FetchedMail]) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.send([_wanted(fetched) for fetched in batch])
+        except (OSError, ValueError) as exc:
+            self._give_up(f"could not be sent a batch: {type(exc).__name__}: {exc}")
+
+    def _receive(self, batch: Sequence[FetchedMail]) -> list[Prepared | None]:
+        nothing: list[Prepared | None] = [None] * len(batch)
+        if self._conn is None:
+            return nothing
+        try:
+            if not self._conn.poll(self.timeout):
+                self._give_up(f"gave no answer within {self.timeout:g} s")
+                return nothing
+            answers: list[Prepared | None] = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._give_up(f"stopped: {type(exc).__name__}")
+            return nothing
+        if len(answers) != len(batch):  # cannot happen with _serve; never pair answers with the wrong mails
+            self._give_up(f"answered {len(answers)} mails for a batch of {len(batch)}")
+            return nothing
+        return answers
+
+    def _give_up(self, why: str) -> None:
+        """From now on the service does all of it in-process; the worker, if any, is stopped."""
+        if self.broken is None:
+            self.broken = why
+            log.warning("the worker that parses and decides ahead %s; going on in-process", why)
+        self._stop(at_once=True)
+
+    def close(self) -> None:
+        """Stop the worker (politely first); record its memory for the benchmark and the debug log."""
+        self._stop(at_once=False)
+
+    def _stop(self, *, at_once: bool) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn = None, None
+        if process is None:
+            return
+        self._read_memory(int(process.pid))
+        if conn is not None:
+            if not at_once:
+                with contextlib.suppress(OSError, ValueError):
+                    conn.send(None)
+            conn.close()
+        process.join(timeout=0.0 if at_once else 2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=2.0)
+        log.debug("worker stopped", extra={"peak_rss_mb": self.peak_rss_mb, "private_mb": self.private_mb})
+
+    def _read_memory(self, pid: int) -> None:
+        """The worker's peak RSS (pages shared with the service included) and its private memory now."""
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = int(line.split()[1]) / 1024
+            private = 0
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                        private += int(line.split()[1])
+            self.private_mb = private / 1024
+        except (OSError, ValueError, IndexError):
+            pass

@@ -1,0 +1,168 @@
+"""Parsing and deciding a backlog ahead in a forked worker: the same decisions, and nothing depends on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from omo_mailbot.mail import ParsedMail
+from omo_mailbot.mailbox import FetchedMail
+from omo_mailbot.models import Message, Verdict
+from omo_mailbot.prepare import Prepared, Preparer, prepare
+from omo_mailbot.service import build_decider, build_service
+from omo_mailbot.verdict import Decider, Decision
+
+from . import mails
+
+
+def _fetched(raws: list[bytes], first_uid: int = 1) -> list[FetchedMail]:
+    return [FetchedMail(uid=first_uid + i, raw=raw, size=len(raw)) for i, raw in enumerate(raws)]
+
+
+def _batches(raws: list[bytes], size: int) -> Iterator[list[FetchedMail]]:
+    fetched = _fetched(raws)
+    return iter([fetched[i : i + size] for i in range(0, len(fetched), size)])
+
+
+def _mixed(n: int) -> list[bytes]:
+    return [mails.acute() if i % 3 == 0 else mails.preparation() for i in range(n)]
+
+
+@pytest.fixture
+def decider(make_config) -> Decider:
+    return build_decider(make_config())
+
+
+def _same_decision(ahead: Prepared, decider: Decider, raw: bytes) -> None:
+    here = prepare(decider, raw)
+    assert here is not None
+    assert ahead.decision.label == here.decision.label
+    assert ahead.decision.score == pytest.approx(here.decision.score)
+    assert ahead.decision.rule_symbols == here.decision.rule_symbols
+    assert ahead.decision.rules_hash == here.decision.rules_hash
+    assert ahead.mail.message_id == here.mail.message_id
+
+
+def test_the_worker_decides_every_mail_as_the_service_would(decider: Decider) -> None:
+    raws = _mixed(7)
+    with Preparer(decider) as preparer:
+        assert preparer.pid is not None and preparer.pid != os.getpid()
+        seen = list(preparer.ahead(_batches(raws, 3)))
+    assert [len(batch) for batch, _ in seen] == [3, 3, 1]
+    answers = [a for _, batch_answers in seen for a in batch_answers]
+    assert all(isinstance(a, Prepared) for a in answers)
+    for ahead, raw in zip(answers, raws, strict=True):
+        assert ahead is not None
+        _same_decision(ahead, decider, raw)
+    assert preparer.broken is None
+    assert {a.decision.label for a in answers if a} == {"acute", "preparation"}
+
+
+def test_what_the_worker_cannot_read_is_left_to_the_service(decider: Decider) -> None:
+    batch = [
+        FetchedMail(uid=1, raw=mails.acute(), size=1),
+        FetchedMail(uid=2, raw=b"", size=0),  # an empty body: the service stores it as an error case
+        FetchedMail(uid=3, raw=b"Subject: x\r\n\r\nbody", size=10**9, too_large=True),
+        FetchedMail(uid=4, raw=b"\x00\x01 not a mail at all", size=20),
+    ]
+    with Preparer(decider) as preparer:
+        [(_, answers)] = list(preparer.ahead(iter([batch])))
+    assert isinstance(answers[0], Prepared)
+    assert answers[1] is None and answers[2] is None
+    assert answers[3] is None or isinstance(answers[3].mail, ParsedMail)  # whatever parse makes of it, as in-process
+
+
+def test_a_worker_that_dies_leaves_the_rest_of_the_pass_to_the_service(decider: Decider) -> None:
+    raws = _mixed(9)
+    with Preparer(decider) as preparer:
+        stream = preparer.ahead(_batches(raws, 3))
+        _, first = next(stream)
+        assert all(a is not None for a in first)
+        assert preparer.pid is not None
+        os.kill(preparer.pid, signal.SIGKILL)
+        rest = list(stream)
+    assert [len(b) for b, _ in rest] == [3, 3]
+    # the batch already in the worker's hands may or may not have been answered; the last one is not
+    assert all(a is None for a in rest[-1][1])
+    assert preparer.broken is not None and preparer.pid is None
+
+
+class _SlowOnMarker(Decider):
+    """A Decider that stalls on one subject: a worker stuck on a pathological mail."""
+
+    def decide(self, mail: ParsedMail, *, explain: bool = False) -> Decision:
+        if mail.subject == "stall":
+            time.sleep(30)
+        return super().decide(mail, explain=explain)
+
+
+def test_a_worker_that_hangs_is_killed_after_the_timeout(decider: Decider) -> None:
+    slow = _SlowOnMarker(
+        decider.rules,
+        decider.model,
+        decider.policy,
+        threshold=decider.threshold,
+        model_weight=decider.model_weight,
+    )
+    raws = [mails.acute(), mails.acute(subject="stall"), mails.preparation()]
+    started = time.monotonic()
+    with Preparer(slow, timeout=1.0) as preparer:
+        pid = preparer.pid
+        out = list(preparer.ahead(_batches(raws, 1)))
+    assert time.monotonic() - started < 10
+    assert isinstance(out[0][1][0], Prepared)
+    assert out[1][1] == [None] and out[2][1] == [None]
+    assert preparer.broken is not None and "1 s" in preparer.broken
+    assert _is_zombie_or_gone(pid)
+
+
+def _is_zombie_or_gone(pid: int | None) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return any(line.startswith("State:") and "Z" in line for line in fh)
+    except OSError:
+        return True
+
+
+def test_the_worker_stops_when_the_pass_ends(decider: Decider) -> None:
+    preparer = Preparer(decider)
+    pid = preparer.pid
+    list(preparer.ahead(_batches(_mixed(2), 1)))
+    preparer.close()
+    assert _is_zombie_or_gone(pid)
+    assert preparer.private_mb is not None and preparer.private_mb > 0  # read before it stopped (bench figure)
+
+
+@pytest.mark.integration
+def test_a_backlog_is_decided_the_same_with_and_without_the_worker(dovecot, smtp_sink, make_config) -> None:
+    labels: dict[bool, list[str]] = {}
+    for ahead in (True, False):
+        user = f"ahead{int(ahead)}"
+        dovecot.add_user(user, f"pw-{user}")
+        client = dovecot.client(user)
+        for raw in _mixed(12):  # the same texts each time; new Message-IDs, so not duplicates of the first run
+            client.append("INBOX", raw)
+        client.logout()
+        extra = f"[imap]\nbatch_size = 4\n[service]\ndecide_ahead = {'true' if ahead else 'false'}\n"
+        cfg = make_config(dovecot=dovecot, user=user, sink=smtp_sink, extra=extra)
+        service, engine = build_service(cfg)
+        assert service.run_once() == 12
+        worker = service.state.preparer
+        assert (worker is not None) is ahead
+        assert worker is None or worker.broken is None
+        with service.sessions() as s:
+            rows = s.execute(
+                select(Verdict.label)
+                .join(Message, Message.id == Verdict.message_id)
+                .where(Message.mailbox == service.source.name)
+                .order_by(Message.uid)
+            ).all()
+        labels[ahead] = [str(label) for (label,) in rows]
+        engine.dispose()
+    assert len(labels[True]) == 12
+    assert labels[True] == labels[False]
