@@ -85,7 +85,7 @@ def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None: 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the service's to handle; it stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    gc.freeze()  # the collector would otherwise write to every inherited object and un-share its page
+    gc.freeze()  # likewise here: the worker's collections leave the inherited objects alone
     while True:
         try:
             raws = conn.recv()
@@ -112,6 +112,13 @@ class Preparer:
         self.private_mb: float | None = None
         self._process: Any = None
         self._conn: Connection | None = None
+        # Pages the two processes share stay shared only while neither writes to them. A full
+        # collection here writes to the header of every object it visits, so this process would
+        # copy most of its heap (and the worker's copy would count as the worker's own memory).
+        # Objects that exist at the fork are frozen out of collection until the worker stops.
+        gc.collect()
+        gc.freeze()
+        self._frozen = True
         try:
             context = multiprocessing.get_context("fork")
             conn, child_end = context.Pipe()
@@ -185,6 +192,9 @@ class Preparer:
     def _stop(self, *, at_once: bool) -> None:
         process, conn = self._process, self._conn
         self._process, self._conn = None, None
+        if self._frozen:
+            gc.unfreeze()  # collectable again: a long-running service must not keep their garbage for ever
+            self._frozen = False
         if process is None:
             return
         self._read_memory(int(process.pid))
