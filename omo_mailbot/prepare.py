@@ -82,9 +82,10 @@ def _wanted(fetched: FetchedMail) -> bytes | None:
 def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None:  # pragma: no cover - in the fork
     """The worker: answer each list of raw mails with a list of Prepared-or-None, until told to stop."""
     parent_end.close()  # else our own copy of the service's end would keep the pipe open when the service dies
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the service's to handle; it stops us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Ctrl-C, systemd's SIGTERM to the whole unit and SIGHUP (reload) are the service's to handle: it
+    # stops us when its pass ends, and if it dies instead, our end of the pipe closes and we leave.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     gc.freeze()  # likewise here: the worker's collections leave the inherited objects alone
     while True:
         try:
@@ -93,7 +94,10 @@ def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None: 
             break
         if raws is None:
             break
-        conn.send([None if raw is None else prepare(decider, raw) for raw in raws])
+        try:
+            conn.send([None if raw is None else prepare(decider, raw) for raw in raws])
+        except (BrokenPipeError, OSError):
+            break
     os._exit(0)  # nothing of the service's (atexit hooks, threads, buffers) is ours to run or flush
 
 
