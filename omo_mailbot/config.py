@@ -200,6 +200,7 @@ class MetricsConfig:
     port: int = 9464
     outbox_stuck_seconds: float = 600.0
     outbox_undelivered_seconds: float = 3600.0
+    healthz_timeout_seconds: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("imap", "port"): (1, 65535),
     ("smtp", "port"): (1, 65535),
     ("metrics", "port"): (1, 65535),
+    ("metrics", "healthz_timeout_seconds"): (0.1, 300),
     ("imap", "idle_renew_seconds"): (30, 1740),
     ("imap", "poll_interval_seconds"): (1, 86400),
     ("imap", "batch_size"): (1, 1000),

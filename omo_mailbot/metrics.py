@@ -5,7 +5,9 @@ answers ``GET /metrics`` in the Prometheus text format and ``GET /healthz``
 with 200 when the service can do its work, or 503 with the reason when the
 database is unreachable (for SQLite: its file is gone), the IMAP server does not
 answer, no poll succeeded for too long, or the outbox is stuck (a mail due
-longer than ``metrics.outbox_stuck_seconds``).
+longer than ``metrics.outbox_stuck_seconds``). ``/healthz`` answers within
+``metrics.healthz_timeout_seconds``: a check still running then makes it 503,
+naming that check (see :meth:`Health.report`).
 
 Counters move through :class:`Metrics`, which the service calls as an observer
 (``connected``, ``outcome``, ``polled``). Labels are label names and reason
@@ -125,6 +127,53 @@ class HealthReport:
         return ("ok" if self.ok else "unhealthy") + "\n" + "\n".join(lines) + "\n"
 
 
+HEALTH_CHECKS = ("database", "imap", "poll", "outbox")
+
+
+class _ProbeRun:
+    """One pass over the ``/healthz`` checks, in its own thread, shared by every request that waits for it.
+
+    The checks run one after another in the order of :data:`HEALTH_CHECKS`, so while the run is
+    in progress the first check without a result is the one it is waiting for.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checks: dict[str, str] = {}
+        self._done = threading.Event()
+
+    def check(self, name: str, probe: Callable[[], str | None], failed: str = "check failed") -> str:
+        try:
+            result = probe() or "ok"
+        except Exception as exc:
+            result = f"{failed}: {type(exc).__name__}"
+        self.note(name, result)
+        return result
+
+    def note(self, name: str, result: str) -> None:
+        with self._lock:
+            self._checks[name] = result
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def report(self, timeout: float) -> HealthReport:
+        """Wait up to ``timeout`` s for the run; past that, name the check it is still waiting for."""
+        self._done.wait(timeout)
+        with self._lock:
+            known = dict(self._checks)
+        stuck = next((name for name in HEALTH_CHECKS if name not in known), None)
+        checks = {
+            name: known.get(name)
+            or (f"no answer within {timeout:g} s" if name == stuck else f"not checked (waiting for {stuck})")
+            for name in HEALTH_CHECKS
+        }
+        return HealthReport(all(v == "ok" for v in checks.values()), checks)
+
+
 class Health:
     """The checks behind ``/healthz`` and the database-backed gauges behind ``/metrics``."""
 
@@ -146,6 +195,8 @@ class Health:
         self.imap_cache_seconds = imap_cache_seconds
         self._imap: tuple[float, str | None] = (0.0, None)
         self._lock = threading.Lock()
+        self._run: _ProbeRun | None = None
+        self._run_lock = threading.Lock()
 
     # single checks: None when fine, else the reason ------------------------
     def database_problem(self) -> str | None:
@@ -238,19 +289,37 @@ class Health:
         return None
 
     def report(self) -> HealthReport:
-        checks: dict[str, str] = {}
-        db_problem = self.database_problem()
-        checks["database"] = db_problem or "ok"
-        checks["imap"] = self.imap_problem() or "ok"
-        checks["poll"] = self.poll_problem() or "ok"
-        if db_problem is None:
-            try:
-                checks["outbox"] = self.outbox_problem() or "ok"
-            except Exception as exc:
-                checks["outbox"] = f"cannot read the outbox: {type(exc).__name__}"
-        else:
-            checks["outbox"] = "unknown (no database)"
-        return HealthReport(all(v == "ok" for v in checks.values()), checks)
+        """All checks, answered within ``metrics.healthz_timeout_seconds`` however long a check takes.
+
+        The checks run in one background thread per :class:`Health`, never more: a request
+        starts a run when none is in progress, or else waits for the run in progress, and
+        takes its result (fresh, never one cached from an earlier run, so a hang is not hidden
+        behind an older "ok"). A request that has waited the timeout answers unhealthy,
+        naming the check still running ("database: no answer within 3 s"), and leaves the
+        run to finish on its own: the first request after it has finished starts the next.
+
+        Not a thread per request with a join timeout: while the database hangs (a PostgreSQL
+        connect gives up after 10 s) each monitoring request would leave a thread behind,
+        each one more connection attempt, as many as the monitor sends in that time.
+        """
+        with self._run_lock:
+            run = self._run
+            if run is None or run.finished():
+                run = self._run = _ProbeRun()
+                threading.Thread(target=self._probe_all, args=(run,), name="healthz", daemon=True).start()
+        return run.report(self.cfg.metrics.healthz_timeout_seconds)
+
+    def _probe_all(self, run: _ProbeRun) -> None:
+        try:
+            database = run.check("database", self.database_problem)
+            run.check("imap", self.imap_problem)
+            run.check("poll", self.poll_problem)
+            if database == "ok":
+                run.check("outbox", self.outbox_problem, failed="cannot read the outbox")
+            else:
+                run.note("outbox", "unknown (no database)")
+        finally:
+            run.finish()
 
 
 class DatabaseCollector(Collector):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -263,3 +264,80 @@ def test_a_mail_put_off_again_and_again_during_an_outage_still_makes_the_outbox_
         s.get(type(row), row.id).created_at = now - timedelta(minutes=61)
     assert "s ago is still unsent (limit 3600 s)" in (health.outbox_problem() or "")
     engine.dispose()
+
+
+class _HangingDatabase(Health):
+    """A database check that hangs (as a PostgreSQL server that accepts but never answers) until released."""
+
+    hang_seconds = 8.0
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.calls = 0
+
+    def database_problem(self) -> str | None:
+        self.calls += 1
+        self.release.wait(self.hang_seconds)
+        return super().database_problem()
+
+
+def _deadline_extra(timeout: float = 0.5) -> str:
+    return f"[metrics]\nenabled = true\nport = {free_port()}\nhealthz_timeout_seconds = {timeout}\n"
+
+
+def test_a_hanging_database_check_makes_the_report_give_up_at_its_deadline_without_piling_up(make_config):
+    cfg = make_config(extra=_deadline_extra(0.5))
+    engine, sessions = open_database(cfg)
+    health = _HangingDatabase(cfg, engine, sessions)
+    try:
+        for _ in range(3):  # monitoring retries while the database still hangs
+            started = time.monotonic()
+            report = health.report()
+            assert time.monotonic() - started < 2.5  # the deadline (0.5 s), far from the hang (8 s)
+            assert not report.ok
+            assert report.checks["database"] == "no answer within 0.5 s"
+            assert report.checks["outbox"].startswith("not checked")
+            assert "database: no answer within 0.5 s" in report.render()
+        assert health.calls == 1  # the requests waited for the one probe already running, none started another
+        health.release.set()
+        deadline = time.monotonic() + 10
+        while not (report := health.report()).ok and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert report.ok, report.render()  # once the database answers again, so does /healthz
+    finally:
+        health.release.set()
+        engine.dispose()
+
+
+def test_healthz_answers_503_naming_the_database_within_its_deadline_when_the_database_hangs(make_config):
+    cfg = make_config(extra=_deadline_extra(0.5))
+    engine, sessions = open_database(cfg)
+    health = _HangingDatabase(cfg, engine, sessions)
+    server = OpsServer(Metrics(), health, "127.0.0.1", cfg.metrics.port).start()
+    try:
+        started = time.monotonic()
+        status, body = _get(server.port, "/healthz")
+        assert time.monotonic() - started < 2.5, body  # not the 8 s the database hangs
+        assert status == 503
+        assert "database: no answer within 0.5 s" in body
+        started = time.monotonic()
+        assert _get(server.port, "/metrics")[0] == 200  # /metrics does not wait for the hanging check
+        assert time.monotonic() - started < 2.5
+    finally:
+        health.release.set()
+        server.close()
+        engine.dispose()
+
+
+def test_the_healthz_deadline_must_be_positive(tmp_path):
+    from omo_mailbot.config import ConfigError, load_config
+
+    (tmp_path / "c.toml").write_text('[imap]\nusername = "omo"\n[metrics]\nhealthz_timeout_seconds = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.toml")
+    assert any(
+        "metrics.healthz_timeout_seconds: must be between 0.1 and 300, got 0.0" in str(p) for p in err.value.problems
+    )
+    (tmp_path / "c.toml").write_text('[imap]\nusername = "omo"\n[metrics]\nhealthz_timeout_seconds = 2.5\n')
+    assert load_config(tmp_path / "c.toml").metrics.healthz_timeout_seconds == 2.5
