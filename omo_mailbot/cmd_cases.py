@@ -72,7 +72,7 @@ def cmd_cases(args: argparse.Namespace, cfg: Config) -> int:
             print(f"no case {args.reference}")
             return 1
         try:
-            print(apply(s, case, verb, argument, actor, roster, _now()))
+            print(apply(s, case, verb, argument, actor, roster, _now(), cfg.digest.zone))
         except Refused as exc:
             print(f"not done: {exc}")
             return 1

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from email.policy import SMTP
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import cases, relabels
-from .config import Config
+from .config import Config, DigestConfig
 from .mail import ParsedMail
 from .models import Case, Message, OutboxMail
 from .outbox import enqueue
@@ -47,6 +47,8 @@ MAX_COMMANDS = 20
 #: Answers to command mails per roster address per hour. Anyone can put a roster address in From;
 #: the answer goes to the real person, so without a cap a forger could flood them through us.
 MAX_ANSWERS_PER_HOUR = 20
+#: The network's time zone when a caller passes none: the default of ``digest.timezone``.
+DEFAULT_ZONE = DigestConfig().zone
 
 
 class Refused(Exception):
@@ -199,9 +201,20 @@ def _reopen_note(session: Session, case: Case, actor: str, now: datetime) -> str
 
 
 def apply(
-    session: Session, case: Case, verb: str, argument: str, actor: str, roster: Roster | None, now: datetime
+    session: Session,
+    case: Case,
+    verb: str,
+    argument: str,
+    actor: str,
+    roster: Roster | None,
+    now: datetime,
+    zone: tzinfo = DEFAULT_ZONE,
 ) -> str:
-    """Carry out one action on ``case`` for ``actor``; return what was done or raise :class:`Refused`."""
+    """Carry out one action on ``case`` for ``actor``; return what was done or raise :class:`Refused`.
+
+    ``zone`` is the network's time zone (``digest.timezone``): absences are whole local days, so a
+    command at 00:30 on someone's first day away must see that day, not the UTC date before it.
+    """
     ref = case.reference
     if verb == "claim":
         if case.assignee == actor and case.status == "in_progress":
@@ -221,7 +234,7 @@ def apply(
         note = _reopen_note(session, case, actor, now)
         case.assignee, case.status = person.address, "assigned"
         cases.add_event(session, case, actor, "assigned", f"to {person.address} by hand", now)
-        absence = person.absent_on(now.date())
+        absence = person.absent_on(now.astimezone(zone).date())
         warn = f"; let op: {person.name} is afwezig tot en met {absence.end.isoformat()}" if absence else ""
         return f"{ref} is toegewezen aan {person.name} <{person.address}>{note}{warn}"
     if verb == "close":
@@ -282,7 +295,7 @@ def handle(
             results.append(Result(command.line, False, why))
             continue
         try:  # apply() refuses before it changes anything
-            done = apply(session, case, command.verb, command.argument, actor, roster, now)
+            done = apply(session, case, command.verb, command.argument, actor, roster, now, cfg.digest.zone)
             results.append(Result(command.line, True, done))
         except Refused as exc:
             results.append(Result(command.line, False, str(exc)))

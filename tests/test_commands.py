@@ -7,6 +7,7 @@ person then mails commands to the same mailbox; the replies arrive at aiosmtpd.
 from __future__ import annotations
 
 import email
+from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from omo_mailbot.templating import Templates
 from omo_mailbot.text import own_text
 
 from . import mails
-from .rosterkit import ADA, AUTH_FAIL, AUTH_OK, BOB, DEE, FixedClock, write_roster
+from .rosterkit import ADA, AUTH_FAIL, AUTH_OK, BOB, DEE, ROSTER, FixedClock, write_roster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -216,6 +217,24 @@ def test_only_the_topmost_authentication_results_counts():
     assert authentication_problem(parse(parent), []) is None  # relaxed alignment: same organisational domain
     bare_tld = forged_below.replace(b"dkim=fail header.d=bzk.example", b"dkim=pass header.d=example", 1)
     assert authentication_problem(parse(bare_tld), []) is not None
+
+
+def test_the_absence_note_on_a_hand_assignment_uses_the_local_date(
+    dovecot, mailbox_user, smtp_sink, make_config, tmp_path
+):
+    dee_block = 'organisation = "NGB"\ncapacity = 5\n'
+    assert dee_block in ROSTER
+    away = dee_block + 'absences = [{ from = 2026-12-02, to = 2026-12-04, reason = "cursus" }]\n'
+    roster = ROSTER.replace(dee_block, away)
+    cfg = make_config(dovecot=dovecot, user=mailbox_user, sink=smtp_sink, extra=write_roster(tmp_path, roster))
+    one, _, _ = _three_cases(dovecot, mailbox_user, cfg)
+    _append(dovecot, mailbox_user, _command_mail(f"#assign {one} {DEE}"))
+    # 23:30 UTC on Tuesday 1 December is 00:30 on Wednesday in Amsterdam (winter time): Dee's first day away
+    service, engine = build_service(cfg, clock=FixedClock(datetime(2026, 12, 1, 23, 30, tzinfo=UTC)))
+    service.run_once()
+    engine.dispose()
+    (reply,) = _replies_to(smtp_sink, ADA)
+    assert f"{one} is toegewezen aan Dee Smit <{DEE}>; let op: Dee Smit is afwezig tot en met 2026-12-04" in reply
 
 
 def test_the_command_line_does_what_the_mail_commands_do(
