@@ -84,9 +84,13 @@ class RunReport:
 
 
 class DigestBuilder:
-    """Reads the database and renders one person's digest; writes nothing."""
+    """Reads the database and renders one person's digest; writes nothing.
 
-    def __init__(self, cfg: Config, templates: Templates, calendar: WorkCalendar, roster: Roster) -> None:
+    ``roster`` may be None: a service started without a roster file still schedules digests, and
+    gets its roster when the operator adds the file (the service copies the reloaded one in).
+    """
+
+    def __init__(self, cfg: Config, templates: Templates, calendar: WorkCalendar, roster: Roster | None) -> None:
         self.cfg = cfg
         self.templates = templates
         self.calendar = calendar
@@ -357,11 +361,16 @@ class DigestRunner:
         now = self.clock()
         today = self.builder.local(now).date()
         report = RunReport(today)
+        roster = self.builder.roster
+        if roster is None:  # not an error: the operator may add the roster file at any time
+            report.reason = "no roster: nobody to send a digest to"
+            log.info("no digests: there is no roster yet")
+            return report
         why_not = None if force else self.due(now)
         if why_not is not None:
             report.reason = why_not
             return report
-        for person in self.builder.roster.persons:
+        for person in roster.persons:
             absence = person.absent_on(today)
             if absence is not None:
                 report.skipped.append((person.address, f"absent until {absence.end}"))
@@ -411,8 +420,9 @@ class DigestRunner:
         directory.mkdir(parents=True, exist_ok=True)
         now = self.clock()
         written: list[Path] = []
+        persons = self.builder.roster.persons if self.builder.roster is not None else ()
         with self.sessions() as s:
-            for person in self.builder.roster.persons:
+            for person in persons:
                 context = self.builder.context(s, person, now)
                 html, text = self.builder.render(context)
                 stem = re.sub(r"[^a-z0-9._-]+", "_", person.address)

@@ -133,7 +133,7 @@ def load_roster_and_routing(cfg: Config) -> tuple[Roster | None, Routing | None]
 
 
 def build_digests(
-    cfg: Config, sessions: sessionmaker[Session], roster: Roster, templates: Templates, clock: Clock
+    cfg: Config, sessions: sessionmaker[Session], roster: Roster | None, templates: Templates, clock: Clock
 ) -> DigestRunner:
     return DigestRunner(sessions, DigestBuilder(cfg, templates, build_calendar(cfg), roster), clock)
 
@@ -208,7 +208,9 @@ class Service:
         self.digests = digests
 
     def run_digests(self) -> None:
-        """The scheduler's job: queue today's digests (once per person per day) and wake the sender."""
+        """The scheduler's job: queue today's digests (once per person per day) and wake the sender.
+
+        Until a roster file appears there is nobody to send to, and the run does nothing."""
         if self.digests is not None and self.pipeline.roster is not None:
             self.digests.builder.roster = self.pipeline.roster  # the newest valid roster (see reload.py)
         if self.digests is not None and self.digests.run().sent:
@@ -470,7 +472,8 @@ def build_service(
     roster, routing = load_roster_and_routing(cfg)
     decider = decider or build_decider(cfg, sessions=sessions, roster_addresses=roster.addresses if roster else None)
     pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock, roster=roster, routing=routing)
-    digests = build_digests(cfg, sessions, roster, templates, clock) if roster is not None else None
+    # built even without a roster: one added later (reload.py) must get digests without a restart
+    digests = build_digests(cfg, sessions, roster, templates, clock)
     outbox = OutboxWorker(
         sessions,
         build_mailer(cfg),

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from omo_mailbot import cli, db
 from omo_mailbot.models import Case, DigestRun, OutboxMail
 from omo_mailbot.outbox import enqueue
+from omo_mailbot.reload import RuleReloader
 from omo_mailbot.scheduler import DigestScheduler
 from omo_mailbot.service import build_service
 
@@ -257,3 +258,23 @@ def test_the_scheduler_retries_every_hour_after_the_digest_time_until_six():
     assert scheduler.retry is not None
     fields = {f.name: str(f) for f in scheduler.retry.fields}
     assert (fields["hour"], fields["minute"]) == ("9-18", "0")
+
+
+def test_a_roster_added_while_the_service_runs_gets_digests_without_a_restart(make_config, tmp_path, caplog):
+    later = tmp_path / "later"
+    later.mkdir()
+    extra = f'[roster]\nroster_file = "{later / "roster.toml"}"\nrouting_file = "{later / "routing.toml"}"\n'
+    cfg = make_config(extra=extra)
+    clock = FixedClock()
+    service, engine = build_service(cfg, clock=clock)
+    assert service.digests is not None  # the scheduler starts even without a roster
+    reloader = RuleReloader(cfg, service.sessions, service.pipeline, clock=clock, sleep=lambda _seconds: None)
+    caplog.clear()
+    service.run_digests()  # no roster yet: nothing to send, and no error
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    write_roster(later)  # the operator adds the roster; the reloader picks it up
+    assert reloader.check().status == "reloaded"
+    service.run_digests()
+    with service.sessions() as s:
+        assert set(s.scalars(select(DigestRun.person))) == PRESENT
+    engine.dispose()
