@@ -155,8 +155,9 @@ def decode_header(value: Any) -> str:
             text = value.encode()
     else:
         text = str(value)
-    with contextlib.suppress(Exception):  # unknown charset, broken encoded word: keep the raw text
-        text = str(email.header.make_header(email.header.decode_header(text)))
+    if "=?" in text:  # no encoded word, nothing to decode (and the decoder would give the text back)
+        with contextlib.suppress(Exception):  # unknown charset, broken encoded word: keep the raw text
+            text = str(email.header.make_header(email.header.decode_header(text)))
     # clean() may turn surrogate-escaped bytes into U+0085 or U+2028, so the line breaks go after it.
     return _CTRL.sub("", one_line(clean(text))).strip()
 

@@ -14,6 +14,7 @@ ready-made command lines commands nothing.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from .mail import ParsedMail
@@ -303,9 +304,9 @@ _WORD = re.compile(r"[a-zà-ÿ]+")
 
 def language(text: str) -> str:
     """'en' when the text reads as English, else 'nl' (the default of this mailbox)."""
-    words = _WORD.findall(text.lower()[:4000])
-    nl = sum(w in _NL_WORDS for w in words)
-    en = sum(w in _EN_WORDS for w in words)
+    counts = Counter(_WORD.findall(text.lower()[:4000]))  # counted in C: a Python loop per word cost 0.5 ms
+    nl = sum(counts[w] for w in _NL_WORDS if w in counts)
+    en = sum(counts[w] for w in _EN_WORDS if w in counts)
     return "en" if en > nl * 1.2 and en >= 3 else "nl"
 
 
