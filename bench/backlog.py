@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,7 +115,8 @@ def decide(config: str, batch: int = 100) -> dict[str, Any]:
 
 
 def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
-    """build_service + Service.ingest_pass on a fresh database, then the outbox drained."""
+    """build_service + Service.ingest_pass on a fresh database, with the outbox thread sending meanwhile
+    (as in ``run``); the clock stops when the last reply has been accepted by the SMTP sink."""
     from sqlalchemy import func, select
 
     from omo_mailbot import logs
@@ -136,12 +138,20 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         profiler.start()
     t1 = time.perf_counter()
     cpu = CpuClock()
+    # As in `run`: the outbox thread sends while the backlog is stored (woken at each commit).
+    sender = threading.Thread(target=service.outbox_forever, name="outbox", daemon=True)
+    sender.start()
     uidvalidity = service.source.open()
     n = service.ingest_pass(uidvalidity)
     service.source.close()
     t2 = time.perf_counter()
-    service.drain_outbox()
+    unsent = _wait_until_sent(service, deadline=time.monotonic() + 300)
     t3 = time.perf_counter()
+    service.state.stop.set()
+    service.state.outbox_wake.set()
+    sender.join(timeout=30)
+    if unsent:
+        raise SystemExit(f"{unsent} replies still unsent after 300 s: the figure would be wrong")
     used = cpu.stop(n)
     if profiler is not None and profile:
         profiler.stop()
@@ -167,6 +177,25 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         "worker_private_mb": worker.private_mb if worker else None,
         **used,
     }
+
+
+def _wait_until_sent(service: Any, deadline: float) -> int:
+    """Wait (bounded) until the outbox thread has sent every queued reply; how many are left."""
+    from sqlalchemy import func, select
+
+    from omo_mailbot.models import OutboxMail
+
+    while True:
+        with service.sessions() as s:
+            left = int(
+                s.execute(
+                    select(func.count()).select_from(OutboxMail).where(OutboxMail.status.in_(("pending", "sending")))
+                ).scalar_one()
+            )
+        if left == 0 or time.monotonic() > deadline:
+            return left
+        service.state.outbox_wake.set()
+        time.sleep(0.02)
 
 
 def main(argv: list[str]) -> int:
