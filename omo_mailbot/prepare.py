@@ -72,16 +72,30 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def _wanted(fetched: FetchedMail) -> bytes | None:
-    """The bytes worth sending to the worker: not a mail over the size limit, not an empty body."""
-    if fetched.too_large or not fetched.raw or fetched.raw.isspace():
-        return None
-    return fetched.raw
+# A mail in the worker's hands exists three times (the service's batch, the pickled copy in the pipe and
+# the worker's copy), so large mail stays with the service, and one batch sends at most BATCH_BYTES.
+MAIL_BYTES = 1_000_000
+BATCH_BYTES = 8_000_000
+
+
+def _wanted(batch: Sequence[FetchedMail]) -> list[bytes | None]:
+    """Per mail, the bytes to send to the worker, or None for what the service keeps: a mail over its
+    size limit or over ``MAIL_BYTES``, an empty body, and everything after ``BATCH_BYTES`` in all."""
+    out: list[bytes | None] = []
+    budget = BATCH_BYTES
+    for fetched in batch:
+        raw = fetched.raw
+        keep = fetched.too_large or not raw or raw.isspace() or len(raw) > min(MAIL_BYTES, budget)
+        out.append(None if keep else raw)
+        if not keep:
+            budget -= len(raw)
+    return out
 
 
 def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None:  # pragma: no cover - in the fork
     """The worker: answer each list of raw mails with a list of Prepared-or-None, until told to stop."""
     parent_end.close()  # else our own copy of the service's end would keep the pipe open when the service dies
+    _die_with_parent()
     # Ctrl-C, systemd's SIGTERM to the whole unit and SIGHUP (reload) are the service's to handle: it
     # stops us when its pass ends, and if it dies instead, our end of the pipe closes and we leave.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -101,6 +115,22 @@ def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None: 
     os._exit(0)  # nothing of the service's (atexit hooks, threads, buffers) is ours to run or flush
 
 
+def _die_with_parent() -> None:  # pragma: no cover - in the fork
+    """Ask Linux to kill us when the service dies. The closed pipe ends a waiting worker anyway, but a
+    worker stuck in one mail would otherwise live on holding the service's inherited sockets and
+    files (the metrics port, the leader's database connection)."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the pipe is what ends us
+    if os.getppid() != parent:  # the service died before the request took effect
+        os._exit(0)
+
+
 class Preparer:
     """One forked worker that parses and decides the next batch while the service stores this one.
 
@@ -110,6 +140,7 @@ class Preparer:
     """
 
     def __init__(self, decider: Decider, *, timeout: float = 120.0) -> None:
+        self.decider = decider  # what the worker decides with: a reload replaces the service's, not this
         self.timeout = timeout
         self.broken: str | None = None
         self.peak_rss_mb: float | None = None
@@ -150,7 +181,16 @@ class Preparer:
         if current is None:
             return
         self._send(current)
-        for following in batches:  # fetching ``following`` overlaps the worker's work on ``current``
+        while True:
+            try:
+                following = next(batches, None)  # fetching it overlaps the worker's work on ``current``
+            except BaseException:
+                # A failed FETCH must not cost the batch already fetched and decided: it is stored
+                # (and marked) first, as without the worker, and then the error goes up.
+                yield current, self._receive(current)
+                raise
+            if following is None:
+                break
             answers = self._receive(current)
             self._send(following)
             yield current, answers  # storing ``current`` overlaps the worker's work on ``following``
@@ -161,7 +201,7 @@ class Preparer:
         if self._conn is None:
             return
         try:
-            self._conn.send([_wanted(fetched) for fetched in batch])
+            self._conn.send(_wanted(batch))
         except (OSError, ValueError) as exc:
             self._give_up(f"could not be sent a batch: {type(exc).__name__}: {exc}")
 

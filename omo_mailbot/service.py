@@ -253,9 +253,11 @@ class Service:
         """The pass's batches, each with what a worker parsed and decided ahead (a long pass) or None."""
         size = max(1, self.cfg.imap.batch_size)
         batches = _batches(self.source.fetch(uids), size)
-        if not self.cfg.service.decide_ahead or len(uids) < 2 * size or (os.cpu_count() or 1) < 2:
+        if not self.cfg.service.decide_ahead or len(uids) < 2 * size or _usable_cores() < 2:
             return ((batch, None) for batch in batches)
-        preparer = Preparer(self.pipeline.decider)
+        # Under the systemd watchdog a hung worker must be given up on before systemd gives up on us.
+        timeout = min(120.0, self.state.max_wait_seconds or 120.0)
+        preparer = Preparer(self.pipeline.decider, timeout=timeout)
         self.state.preparer = preparer
         closing.callback(preparer.close)
         return preparer.ahead(batches)
@@ -264,6 +266,13 @@ class Service:
         self, uidvalidity: int, batch: list[FetchedMail], prepared: Sequence[Prepared | None] | None
     ) -> int:
         """Commit one batch, tell the observers, then mark it on the server; the number of mails."""
+        worker = self.state.preparer
+        if prepared is not None and worker is not None and worker.decider is not self.pipeline.decider:
+            # rules, model or roster were reloaded during the pass: from here on decide with the new ones
+            if worker.pid is not None:
+                log.info("rules or roster reloaded during a backlog; the rest is decided in-process")
+                worker.close()
+            prepared = None
         for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch, prepared):
             if self.state.keep_outcomes:
                 self.state.outcomes.append(outcome)
@@ -448,6 +457,14 @@ class Service:
             self.state.stop.set()
             self.state.outbox_wake.set()
             sender.join(timeout=self.cfg.service.shutdown_grace_seconds)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's or a cpuset's limit), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _batches(mails: Iterator[FetchedMail], size: int) -> Iterator[list[FetchedMail]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import signal
@@ -11,10 +12,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
+from omo_mailbot.errors import TransientMailboxError
 from omo_mailbot.mail import ParsedMail
 from omo_mailbot.mailbox import FetchedMail
 from omo_mailbot.models import Message, Verdict
-from omo_mailbot.prepare import Prepared, Preparer, prepare
+from omo_mailbot.prepare import BATCH_BYTES, MAIL_BYTES, Prepared, Preparer, _wanted, prepare
 from omo_mailbot.service import build_decider, build_service
 from omo_mailbot.verdict import Decider, Decision
 
@@ -170,3 +172,46 @@ def test_a_backlog_is_decided_the_same_with_and_without_the_worker(dovecot, smtp
         engine.dispose()
     assert len(labels[True]) == 12
     assert labels[True] == labels[False]
+
+
+def test_a_failed_fetch_of_the_next_batch_does_not_cost_the_batch_in_hand(decider: Decider) -> None:
+    first = _fetched(_mixed(3))
+
+    def batches() -> Iterator[list[FetchedMail]]:
+        yield first
+        raise TransientMailboxError("FETCH failed")
+
+    with Preparer(decider) as preparer:
+        stream = preparer.ahead(batches())
+        batch, answers = next(stream)  # stored and marked by the service before the error goes up
+        assert batch == first and all(isinstance(a, Prepared) for a in answers)
+        with pytest.raises(TransientMailboxError):
+            next(stream)
+
+
+def test_large_mail_stays_with_the_service(decider: Decider) -> None:
+    small, large = mails.acute(), mails.acute() + b"x" * (MAIL_BYTES + 1)
+    assert _wanted([FetchedMail(1, small, len(small)), FetchedMail(2, large, len(large))]) == [small, None]
+    # and a batch hands over at most BATCH_BYTES in all
+    piece = b"Subject: x\r\n\r\n" + b"y" * (MAIL_BYTES - 100)
+    batch = [FetchedMail(i, piece, len(piece)) for i in range(20)]
+    handed = [raw for raw in _wanted(batch) if raw is not None]
+    assert 0 < sum(map(len, handed)) <= BATCH_BYTES < sum(len(f.raw) for f in batch)
+
+
+def test_the_pipeline_stores_the_decision_the_worker_made(make_config) -> None:
+    service, engine = build_service(make_config())
+    raw = mails.preparation()
+    ahead = prepare(service.pipeline.decider, raw)
+    assert ahead is not None and ahead.decision.label == "preparation"
+    # a decision only the worker could have made: if the pipeline decided again, it would not be stored
+    marked = Prepared(ahead.mail, dataclasses.replace(ahead.decision, score=42.5), ahead.timings)
+    batch = [FetchedMail(1, raw, len(raw)), FetchedMail(2, mails.acute(), 100)]
+    outcomes = service.pipeline.process_batch("INBOX-test", 7, batch, [marked, None])
+    assert [o.status for o in outcomes] == ["decided", "decided"]
+    with service.sessions() as s:
+        rows = s.execute(select(Message.uid, Verdict.score).join(Verdict, Verdict.message_id == Message.id))
+        scores = {int(uid): float(score) for uid, score in rows}
+    assert scores[1] == 42.5
+    assert scores[2] != 42.5  # the mail without a prepared result was decided in-process
+    engine.dispose()
