@@ -215,3 +215,52 @@ def test_the_pipeline_stores_the_decision_the_worker_made(make_config) -> None:
     assert scores[1] == 42.5
     assert scores[2] != 42.5  # the mail without a prepared result was decided in-process
     engine.dispose()
+
+
+class _Marking(Decider):
+    """The decider a reload brings: its decisions carry a score no real decision has."""
+
+    def decide(self, mail: ParsedMail, *, explain: bool = False) -> Decision:
+        return dataclasses.replace(super().decide(mail, explain=explain), score=-99.0)
+
+
+class _ReloadAfterFirstBatch:
+    """An observer that swaps the pipeline's decider once the first mail is committed, like a reload."""
+
+    def __init__(self, service) -> None:
+        self.service, self.done = service, False
+
+    def connected(self) -> None: ...
+    def polled(self) -> None: ...
+    def stopping(self) -> None: ...
+
+    def outcome(self, outcome) -> None:
+        if not self.done:
+            old = self.service.pipeline.decider
+            self.service.pipeline.decider = _Marking(
+                old.rules, old.model, old.policy, threshold=old.threshold, model_weight=old.model_weight
+            )
+            self.done = True
+
+
+@pytest.mark.integration
+def test_a_reload_during_a_backlog_stops_the_worker_and_the_rest_uses_the_new_rules(
+    dovecot, smtp_sink, make_config
+) -> None:
+    dovecot.add_user("reloading", "pw-reloading")
+    client = dovecot.client("reloading")
+    for raw in _mixed(12):
+        client.append("INBOX", raw)
+    client.logout()
+    cfg = make_config(dovecot=dovecot, user="reloading", sink=smtp_sink, extra="[imap]\nbatch_size = 4\n")
+    service, engine = build_service(cfg)
+    service.state.observers.append(_ReloadAfterFirstBatch(service))
+    assert service.run_once() == 12
+    worker = service.state.preparer
+    assert worker is not None and worker.pid is None  # stopped at the second batch, not at the end
+    with service.sessions() as s:
+        scores = [float(v) for (v,) in s.execute(select(Verdict.score).join(Message).order_by(Message.uid))]
+    assert len(scores) == 12
+    assert all(v != -99.0 for v in scores[:4])  # the first batch, committed before the reload
+    assert all(v == -99.0 for v in scores[4:])  # everything after it, decided with the new decider
+    engine.dispose()
