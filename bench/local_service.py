@@ -1,8 +1,7 @@
 """The service built in-process on a throw-away folder, for the in-process measurements.
 
 A model trained on the seed corpus, a fresh migrated SQLite database, the
-Maildir source and file delivery (no IMAP, no SMTP), as ``bench.steps`` and
-``bench.fork_memory`` need it.
+Maildir source and file delivery (no IMAP, no SMTP), as ``bench.steps`` needs it.
 """
 
 from __future__ import annotations
