@@ -177,6 +177,7 @@ class ImapSource:
             large = [u for u in chunk if u in sizes and u not in small]
             bodies = self._call("FETCH BODY.PEEK[]", "fetch", small, ["BODY.PEEK[]"]) if small else {}
             heads = self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]) if large else {}
+            unread = self._unread([u for u in chunk if u not in bodies and u not in heads], bodies)
             for uid in chunk:
                 if uid in bodies:
                     raw = bodies[uid].get(b"BODY[]") or b""
@@ -190,8 +191,30 @@ class ImapSource:
                         too_large=True,
                         bodystructure=repr(heads[uid].get(b"BODYSTRUCTURE"))[:4000],
                     )
-                else:  # expunged by another client between SEARCH and FETCH, or a server that skipped it
-                    log.warning("a UID returned no message; it is not read", extra={"uid": uid})
+                elif uid in unread:
+                    # It exists but the server gives no bytes: stored empty, it becomes an error case a
+                    # human sees (the pipeline keys an empty body by its place), instead of being passed over.
+                    log.warning(
+                        "the server returns no message for an existing UID; a human must look", extra={"uid": uid}
+                    )
+                    yield FetchedMail(uid, b"", 0)
+                else:  # expunged by another client between SEARCH and FETCH: nothing left to read
+                    log.info("a mail was expunged before it could be read", extra={"uid": uid})
+
+    def _unread(self, missing: list[int], bodies: dict[int, Any]) -> set[int]:
+        """Of the UIDs a FETCH skipped, fetch what it can once more (into ``bodies``), and return those
+        that still exist on the server but gave no message. What no longer exists was expunged."""
+        if not missing:
+            return set()
+        sizes = self._call("FETCH RFC822.SIZE", "fetch", missing, ["RFC822.SIZE"])
+        again = [u for u in missing if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
+        if again:
+            bodies.update(self._call("FETCH BODY.PEEK[]", "fetch", again, ["BODY.PEEK[]"]))
+        left = [u for u in missing if u not in bodies]
+        if not left:
+            return set()
+        found = self._call("UID SEARCH", "search", ["UID", ",".join(str(u) for u in left)])
+        return {int(u) for u in found} & set(left)
 
     def mark_processed(self, uids: Sequence[int]) -> None:
         if not uids:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from omo_mailbot import db
+from omo_mailbot.mailbox import ImapSource
 from omo_mailbot.models import Case, MailboxCursor, Message, Verdict
 from omo_mailbot.service import ServiceState, build_service
 
@@ -245,3 +246,50 @@ def test_move_to_on_a_server_without_move_is_a_configuration_error_at_start_up(
     result = _cli(tmp_path / "config.toml", "run", timeout=60)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "imap.move_to: the server does not offer MOVE" in result.stderr
+
+
+class _SkipsOneBody(ImapSource):
+    """A server that answers FETCH BODY.PEEK[] without one of the messages it has (seen in the wild)."""
+
+    skipped: int = 0
+
+    def _call(self, what: str, method: str, *args, **kwargs):
+        answer = super()._call(what, method, *args, **kwargs)
+        if what == "FETCH BODY.PEEK[]":
+            answer = {uid: data for uid, data in answer.items() if uid != self.skipped}
+        return answer
+
+
+def test_a_message_the_server_will_not_hand_over_becomes_a_case_for_a_human(own_dovecot, user, smtp_sink, make_config):
+    append_all(own_dovecot, user, [mails.preparation(), mails.acute(), mails.preparation()])
+    cfg = make_config(dovecot=own_dovecot, user=user, sink=smtp_sink)
+    service, engine = build_service(cfg)
+    source = _SkipsOneBody(cfg.imap)
+    service.source = source
+    uidvalidity = source.open()
+    source.skipped = source.uids_after(0)[1]
+    assert service.ingest_pass(uidvalidity) == 3  # the cursor passes it only as a stored error case
+    source.close()
+    with service.sessions() as s:
+        skipped = s.execute(select(Message).where(Message.uid == source.skipped)).scalar_one()
+        case = s.get(Case, skipped.case_id)
+        assert skipped.status == "parse_failed" and case is not None and case.needs_human
+        assert s.execute(select(func.count()).select_from(Verdict)).scalar_one() == 2
+    engine.dispose()
+
+
+def test_a_message_expunged_between_search_and_fetch_is_not_an_error(own_dovecot, user, make_config):
+    append_all(own_dovecot, user, [mails.preparation(), mails.preparation(), mails.preparation()])
+    cfg = make_config(dovecot=own_dovecot, user=user)
+    source = ImapSource(cfg.imap)
+    source.open()
+    uids = source.uids_after(0)
+    other = own_dovecot.client(user)  # another mail client deletes the middle one meanwhile
+    other.select_folder("INBOX")
+    other.delete_messages([uids[1]])
+    other.expunge()
+    other.logout()
+    fetched = list(source.fetch(uids))
+    source.close()
+    assert [f.uid for f in fetched] == [uids[0], uids[2]]
+    assert all(f.raw for f in fetched)
