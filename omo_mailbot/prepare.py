@@ -80,7 +80,8 @@ BATCH_BYTES = 8_000_000
 
 def _wanted(batch: Sequence[FetchedMail]) -> list[bytes | None]:
     """Per mail, the bytes to send to the worker, or None for what the service keeps: a mail over its
-    size limit or over ``MAIL_BYTES``, an empty body, and everything after ``BATCH_BYTES`` in all."""
+    size limit or over ``MAIL_BYTES``, an empty body, and any mail that would take the batch's bytes
+    past ``BATCH_BYTES``."""
     out: list[bytes | None] = []
     budget = BATCH_BYTES
     for fetched in batch:
@@ -92,10 +93,10 @@ def _wanted(batch: Sequence[FetchedMail]) -> list[bytes | None]:
     return out
 
 
-def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None:  # pragma: no cover - in the fork
+def _serve(conn: Connection, parent_end: Connection, decider: Decider, service_pid: int) -> None:  # pragma: no cover
     """The worker: answer each list of raw mails with a list of Prepared-or-None, until told to stop."""
     parent_end.close()  # else our own copy of the service's end would keep the pipe open when the service dies
-    _die_with_parent()
+    _die_with_parent(service_pid)
     # Ctrl-C, systemd's SIGTERM to the whole unit and SIGHUP (reload) are the service's to handle: it
     # stops us when its pass ends, and if it dies instead, our end of the pipe closes and we leave.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -115,11 +116,10 @@ def _serve(conn: Connection, parent_end: Connection, decider: Decider) -> None: 
     os._exit(0)  # nothing of the service's (atexit hooks, threads, buffers) is ours to run or flush
 
 
-def _die_with_parent() -> None:  # pragma: no cover - in the fork
+def _die_with_parent(service_pid: int) -> None:  # pragma: no cover - in the fork
     """Ask Linux to kill us when the service dies. The closed pipe ends a waiting worker anyway, but a
     worker stuck in one mail would otherwise live on holding the service's inherited sockets and
     files (the metrics port, the leader's database connection)."""
-    parent = os.getppid()
     try:
         import ctypes
 
@@ -127,7 +127,7 @@ def _die_with_parent() -> None:  # pragma: no cover - in the fork
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return  # not Linux: the pipe is what ends us
-    if os.getppid() != parent:  # the service died before the request took effect
+    if os.getppid() != service_pid:  # the service died before the request took effect
         os._exit(0)
 
 
@@ -157,7 +157,9 @@ class Preparer:
         try:
             context = multiprocessing.get_context("fork")
             conn, child_end = context.Pipe()
-            process = context.Process(target=_serve, args=(child_end, conn, decider), name="omo-prepare", daemon=True)
+            process = context.Process(
+                target=_serve, args=(child_end, conn, decider, os.getpid()), name="omo-prepare", daemon=True
+            )
             process.start()
             child_end.close()
         except (OSError, ValueError) as exc:  # no fork here, out of processes or memory
