@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import cases, relabels
-from .config import Config, DigestConfig
+from .config import Config
 from .mail import ParsedMail
 from .models import Case, Message, OutboxMail
 from .outbox import enqueue
@@ -47,8 +47,6 @@ MAX_COMMANDS = 20
 #: Answers to command mails per roster address per hour. Anyone can put a roster address in From;
 #: the answer goes to the real person, so without a cap a forger could flood them through us.
 MAX_ANSWERS_PER_HOUR = 20
-#: The network's time zone when a caller passes none: the default of ``digest.timezone``.
-DEFAULT_ZONE = DigestConfig().zone
 
 
 class Refused(Exception):
@@ -208,7 +206,7 @@ def apply(
     actor: str,
     roster: Roster | None,
     now: datetime,
-    zone: tzinfo = DEFAULT_ZONE,
+    zone: tzinfo,
 ) -> str:
     """Carry out one action on ``case`` for ``actor``; return what was done or raise :class:`Refused`.
 

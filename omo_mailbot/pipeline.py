@@ -32,7 +32,7 @@ from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
 from .models import Bounce, Case, MailboxCursor, Message, Verdict, insert_loaded, table_of
 from .outbox import enqueue
-from .prepare import Prepared
+from .prepare import Prepared, ms, parse_and_decide
 from .roster import Roster
 from .routing import Routing
 from .templating import Templates
@@ -128,10 +128,6 @@ def unreadable_reason(mail: ParsedMail, decision: Decision) -> str | None:
         return None
     what = ", ".join(mail.defects) if mail.defects else "only attachments"
     return f"no readable text ({what}); decided on the subject alone"
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
 
 
 def _verdict_row(decision: Decision, now: datetime) -> dict[str, Any]:
@@ -321,19 +317,14 @@ class Pipeline:
                 f"headers and structure were read: {fetched.bodystructure[:1000]}",
                 advance=advance,
             )
-        if prepared is not None:
-            mail, decision, timings = prepared.mail, prepared.decision, prepared.timings
-        else:
-            started = time.perf_counter()
+        if prepared is None:
             try:
-                mail = parse(fetched.raw)
+                prepared = parse_and_decide(self.decider, fetched.raw)
             except ParseError as exc:
                 return self._store_failure(
                     s, mailbox, uidvalidity, fetched, now, "parse_failed", str(exc), advance=advance
                 )
-            parsed = time.perf_counter()
-            decision = self.decider.decide(mail)
-            timings = {"parse_ms": _ms(parsed - started), "decide_ms": _ms(time.perf_counter() - parsed)}
+        mail, decision, timings = prepared.mail, prepared.decision, prepared.timings
         pending = _Pending(mailbox, uidvalidity, fetched, digest, mail, decision, now, timings)
         outcome = self._act(s, pending, mail, decision, now)
         if advance:
@@ -533,7 +524,7 @@ class Pipeline:
                 "symbols": list(symbols),
                 "auto_reply": replied,
                 **pending.timings,
-                "act_ms": _ms(time.perf_counter() - acting),
+                "act_ms": ms(time.perf_counter() - acting),
             },
         )
         return Outcome(

@@ -9,8 +9,9 @@ decides batch k+1 while this process stores batch k and fetches batch k+2.
 
 The worker is a fork of the service at the start of the pass: it decides with
 the rules, model and guard policy of that moment, and each verdict records the
-rules hash and model version that made it. A reload during the pass applies
-from the next pass on.
+rules hash and model version that made it. When a reload replaces them during
+the pass, the service stops the worker and decides the rest itself
+(``Service._store_batch``).
 
 Nothing depends on the worker. Whatever it cannot deliver (a mail it could not
 parse or decide, a worker that died, hung past the timeout or could not be
@@ -55,20 +56,26 @@ class Prepared:
     timings: dict[str, float]
 
 
-def prepare(decider: Decider, raw: bytes) -> Prepared | None:
-    """Parse and decide ``raw``; None when either raises (the pipeline then does it again, and records why)."""
+def parse_and_decide(decider: Decider, raw: bytes) -> Prepared:
+    """Parse and decide ``raw``, timing both; raises what parsing (ParseError) or deciding raises."""
     started = time.perf_counter()
+    mail = parse(raw)
+    parsed = time.perf_counter()
+    decision = decider.decide(mail)
+    return Prepared(mail, decision, {"parse_ms": ms(parsed - started), "decide_ms": ms(time.perf_counter() - parsed)})
+
+
+def prepare(decider: Decider, raw: bytes) -> Prepared | None:
+    """:func:`parse_and_decide` in the worker: None when it raises (the pipeline then does the mail
+    itself, through the same function, and records why)."""
     try:
-        mail = parse(raw)
-        parsed = time.perf_counter()
-        decision = decider.decide(mail)
+        return parse_and_decide(decider, raw)
     except Exception:
         return None
-    done = time.perf_counter()
-    return Prepared(mail, decision, {"parse_ms": _ms(parsed - started), "decide_ms": _ms(done - parsed)})
 
 
-def _ms(seconds: float) -> float:
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds with one decimal, as the log lines give timings."""
     return round(seconds * 1000, 1)
 
 
