@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,16 +117,33 @@ decide_ahead = {"true" if decide_ahead else "false"}
     return path
 
 
-def child(args: list[str], log: Path) -> dict[str, Any]:
+def child(args: list[str], log: Path, spy: Path | None = None) -> dict[str, Any]:
+    """Run one ``bench.backlog`` step in its own process; with ``spy``, under py-spy (every thread and the
+    decide-ahead worker, on-CPU samples only), its collapsed stacks written to that file."""
+    prefix: list[str] = []
+    if spy is not None:
+        exe = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+        if not Path(exe).exists():
+            raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+        prefix = [exe, "record", "--subprocesses", "--rate", "200", "--format", "raw", "--output", str(spy), "--"]
     with log.open("ab") as err:
         out = subprocess.run(
-            [PY, "-m", "bench.backlog", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=err, check=True, timeout=1800
+            [*prefix, PY, "-m", "bench.backlog", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            check=True,
+            timeout=1800,
         )
-    result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    # py-spy prints its own lines on stdout after ours; the figures are the last JSON line
+    lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
-def bench_backlog(srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n: int, profile: bool) -> dict[str, Any]:
+def bench_backlog(
+    srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n: int, profile: bool, spy: bool = False
+) -> dict[str, Any]:
     user = f"backlog{n}"
     srv.add_user(user, f"pw-{user}")
     mails = gen.backlog(n)
@@ -137,7 +155,8 @@ def bench_backlog(srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n:
     if profile:
         args += ["--profile", str(ROOT / "bench" / "results" / f"profile-backlog-{n}.txt")]
     before = len(sink.messages)
-    pipe = child(args, tmp / f"pipeline-{n}.log")
+    spied = ROOT / "bench" / "results" / f"pyspy-backlog-{n}.txt" if spy else None
+    pipe = child(args, tmp / f"pipeline-{n}.log", spied)
     pipe["smtp_received"] = len(sink.messages) - before
     # the same pipeline without the worker that parses and decides ahead (service.decide_ahead = false)
     alone_cfg = write_config(tmp, f"backlog{n}-alone", srv, user, sink, model, decide_ahead=False)
@@ -152,7 +171,7 @@ def bench_backlog(srv: DovecotServer, sink: SmtpSink, tmp: Path, model: Path, n:
         "pipeline_in_process": alone,
         "ratio": pipe["rate"] / floor["rate"],
         "ratio_in_process": alone["rate"] / floor["rate"],
-        "profiled": profile,  # True: the pipeline ran under pyinstrument, its rate is not a benchmark figure
+        "profiled": profile or spy,  # True: the pipeline ran under a profiler, its rate is not a benchmark figure
     }
 
 
@@ -342,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, action="append", help="backlog sizes (default 5000 and 1000)")
     ap.add_argument("--trials", type=int, default=60, help="acute latency trials per side (default 60)")
     ap.add_argument("--profile", action="store_true", help="pyinstrument profile of the largest backlog run")
+    ap.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="py-spy (all threads and the worker, collapsed stacks) of the largest backlog run's pipeline",
+    )
     ap.add_argument("--skip", action="append", default=[], choices=["backlog", "latency", "decisions"])
     args = ap.parse_args(argv)
     sizes = sorted(set(args.n or [1000, 5000]))
@@ -368,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         if "backlog" not in args.skip:
             for n in sizes:
                 print(f"backlog N={n} ...", file=sys.stderr, flush=True)
-                result["backlog"].append(bench_backlog(srv, sink, tmp, model, n, args.profile and n == sizes[-1]))
+                result["backlog"].append(
+                    bench_backlog(
+                        srv, sink, tmp, model, n, args.profile and n == sizes[-1], args.py_spy and n == sizes[-1]
+                    )
+                )
         if "latency" not in args.skip:
             print(f"acute latency, {args.trials} trials each ...", file=sys.stderr, flush=True)
             result["latency"] = bench_latency(srv, tmp, model, args.trials)
