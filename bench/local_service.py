@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def local_service(prefix: str, *, log_level: str = "WARNING") -> tuple[Any, Any]:
     """``(service, engine)`` from ``build_service`` on a new temporary folder named ``prefix``..."""
-    from omo_mailbot import classifier, db
+    from omo_mailbot import classifier, db, training
     from omo_mailbot.config import default_config, load_config
     from omo_mailbot.service import build_service, training_set
 
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
-    model = tmp / "model.skops"
-    classifier.save(classifier.train(*training_set(default_config(str(ROOT)))), model)
+    model = tmp / "model.npz"
+    classifier.save(training.train(*training_set(default_config(str(ROOT)))), model)
     url = f"sqlite:///{tmp / 'bench.db'}"
     db.upgrade(url)
     (tmp / "bench.toml").write_text(

@@ -222,7 +222,7 @@ def bench_latency(srv: DovecotServer, tmp: Path, model: Path, trials: int) -> di
 
 def bench_decisions(tmp: Path, model: Path) -> dict[str, Any]:
     """explain --json over the seed corpus (a CLI run, start-up included, and in-process), and training."""
-    from omo_mailbot import classifier
+    from omo_mailbot import classifier, training
     from omo_mailbot.config import default_config
     from omo_mailbot.corpus import iter_eml
     from omo_mailbot.explain import explain_mail
@@ -257,7 +257,7 @@ def bench_decisions(tmp: Path, model: Path) -> dict[str, Any]:
     texts, labels = training_set(cfg)
     prepared = time.perf_counter() - t2
     t3 = time.perf_counter()
-    classifier.train(texts, labels)
+    training.train(texts, labels)
     trained = time.perf_counter() - t3
     return {
         "mails": len(files),
@@ -382,13 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     srv.start()
     sink = SmtpSink().start()
     try:
-        from omo_mailbot import classifier
+        from omo_mailbot import classifier, training
         from omo_mailbot.config import default_config
         from omo_mailbot.service import training_set
 
-        model = tmp / "model.skops"
+        model = tmp / "model.npz"
         texts, labels = training_set(default_config(str(ROOT)))
-        classifier.save(classifier.train(texts, labels), model)
+        classifier.save(training.train(texts, labels), model)
         if "backlog" not in args.skip:
             for n in sizes:
                 print(f"backlog N={n} ...", file=sys.stderr, flush=True)

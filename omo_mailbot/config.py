@@ -114,7 +114,7 @@ class DeliveryConfig:
 class PathsConfig:
     rules_dir: str = "rules"
     templates_dir: str = "templates"
-    model_file: str = "model/omo-classifier.skops"
+    model_file: str = "model/omo-classifier.npz"
     corpus_dir: str = "corpus/seed"
     holdout_dir: str = "corpus/holdout"
 

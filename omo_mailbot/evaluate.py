@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import classifier, corpus
+from . import corpus, training
 from .config import Config
 from .mail import parse
 from .rules import RuleSet, load_rules
@@ -142,10 +142,10 @@ def run_evaluation(cfg: Config, out: Path, *, folds: int = 5, plot: bool = True)
     train = [i for i in items if i.split == "train"]
     test = [i for i in items if i.split == "test"]
     weight, threshold = cfg.decision.model_weight, cfg.decision.acute_threshold
-    oof = classifier.out_of_fold_probabilities([i.text for i in train], [i.label for i in train], folds=folds)
+    oof = training.out_of_fold_probabilities([i.text for i in train], [i.label for i in train], folds=folds)
     cv_scores = [score_of(i.rule_score, p, weight) for i, p in zip(train, oof, strict=True)]
     t0 = time.perf_counter()
-    model = classifier.train([i.text for i in train], [i.label for i in train])
+    model = training.train([i.text for i in train], [i.label for i in train])
     train_seconds = time.perf_counter() - t0
     test_probs = model.acute_probability([i.text for i in test])
     test_scores = [score_of(i.rule_score, p, weight) for i, p in zip(test, test_probs, strict=True)]

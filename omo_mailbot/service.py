@@ -78,8 +78,10 @@ def training_set(
 
 
 def train_model(cfg: Config, sessions: sessionmaker[Session] | None = None) -> classifier.TrainedModel:
+    from . import training  # scikit-learn: loaded only to train, never by a running service
+
     texts, labels = training_set(cfg, sessions)
-    model = classifier.train(texts, labels)
+    model = training.train(texts, labels)
     classifier.save(model, cfg.resolve(cfg.paths.model_file))
     return model
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from omo_mailbot import classifier, db
+from omo_mailbot import classifier, db, training
 from omo_mailbot.config import Config, load_config
 
 from .servers import DovecotServer, SmtpSink
@@ -83,8 +83,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cfg = default_config(str(ROOT))
     texts, labels = training_set(cfg)
-    path = tmp_path_factory.mktemp("model") / "omo-classifier.skops"
-    classifier.save(classifier.train(texts, labels), path)
+    path = tmp_path_factory.mktemp("model") / "omo-classifier.npz"
+    classifier.save(training.train(texts, labels), path)
     return path
 
 

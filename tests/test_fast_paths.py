@@ -7,12 +7,9 @@ import tomllib
 from pathlib import Path
 
 from bench.gen import backlog
-from omo_mailbot import classifier
-from omo_mailbot.config import default_config
 from omo_mailbot.corpus import examples
 from omo_mailbot.mail import parse
 from omo_mailbot.rules import MAX_SNIPPETS, MatchContext, Rule, load_rules, phrase_pattern, word_pattern
-from omo_mailbot.service import training_set
 from omo_mailbot.text import new_text
 
 from .conftest import ROOT
@@ -46,17 +43,6 @@ def test_rules_dispatched_on_the_first_letter_match_what_a_plain_alternation_mat
             assert fast == [m.group(0) for m in plain[rule.symbol].finditer(text)], rule.symbol
             checked += len(fast)
     assert checked > 100  # the corpus does exercise the rules
-
-
-def test_the_direct_probability_equals_sklearns_predict_proba(model_file: Path):
-    model = classifier.load(model_file)
-    texts, _ = training_set(default_config(str(ROOT)), include_test=True)
-    texts += ["", "   ", "qqq zzz", "DEMONSTRATIE NU " * 200]
-    proba = model.estimator.predict_proba(texts)
-    col = list(model.estimator.classes_).index("acute")
-    one_by_one = [model.acute_probability([t])[0] for t in texts]
-    assert max(abs(a - float(b)) for a, b in zip(one_by_one, proba[:, col], strict=True)) < 1e-9
-    assert model.acute_probability(texts) == one_by_one
 
 
 def _finditer_snippets(rule: Rule, text: str) -> tuple[str, ...]:
