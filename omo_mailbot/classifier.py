@@ -28,6 +28,7 @@ import re
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,10 @@ class Family:
         lo, hi = self.ngram
 
         def ids(text: str) -> Ids:
-            tokens = token.findall(text.lower())
-            out = []
+            tokens: list[str] = token.findall(text.lower())
+            out: list[int] = []
             for n in range(lo, hi + 1):
-                grams = tokens if n == 1 else [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-                out += [i for gram in grams if (i := vocab.get(gram)) is not None]
+                out += [i for i in map(vocab.get, _word_grams(tokens, n)) if i is not None]
             return np.array(out, dtype=np.intp)
 
         return ids
@@ -154,6 +154,15 @@ class Family:
             return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
 
         return ids
+
+
+def _word_grams(tokens: list[str], n: int) -> list[str]:
+    """The n-grams of a token list, joined by one space (pairs built directly: the common, hot case)."""
+    if n == 1:
+        return tokens
+    if n == 2:
+        return [f"{a} {b}" for a, b in pairwise(tokens)]
+    return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 @dataclass
