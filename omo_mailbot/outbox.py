@@ -124,25 +124,40 @@ class OutboxWorker:
             return int(getattr(result, "rowcount", 0) or 0)
 
     def _claim_next(self) -> tuple[int, str, str, bytes, int] | None:
-        """Lease the oldest due row to this worker (committed): (id, envelope from, recipient, raw, attempt)."""
+        """Lease the oldest due row to this worker (committed): (id, envelope from, recipient, raw, attempt).
+
+        One UPDATE ... RETURNING of the row a sub-select picks, so neither an ORM object nor a second
+        statement is needed; on PostgreSQL the sub-select skips rows another instance is claiming, and
+        ``status = 'pending'`` is checked again by the UPDATE itself.
+        """
         now = self.clock()
+        due = (
+            select(OutboxMail.id)
+            .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
+            .order_by(OutboxMail.id)
+            .limit(1)
+        )
         with self.sessions.begin() as s:
-            stmt = (
-                select(OutboxMail)
-                .where(OutboxMail.status == "pending", OutboxMail.next_attempt_at <= now)
-                .order_by(OutboxMail.id)
-                .limit(1)
+            conn = s.connection()
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            claim = (
+                update(OutboxMail)
+                .where(OutboxMail.id == due.scalar_subquery(), OutboxMail.status == "pending")
+                .values(
+                    status="sending",
+                    lease_until=now + self.lease,
+                    lease_holder=self.holder,
+                    attempts=OutboxMail.attempts + 1,
+                )
+                .returning(
+                    OutboxMail.id, OutboxMail.envelope_from, OutboxMail.recipient, OutboxMail.raw, OutboxMail.attempts
+                )
             )
-            if s.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            row = s.execute(stmt).scalar_one_or_none()
+            row = conn.execute(claim).one_or_none()
             if row is None:
                 return None
-            row.status = "sending"
-            row.lease_until = now + self.lease
-            row.lease_holder = self.holder
-            row.attempts += 1
-            return row.id, row.envelope_from, row.recipient, row.raw, row.attempts
+            return int(row.id), str(row.envelope_from), str(row.recipient), bytes(row.raw), int(row.attempts)
 
     def _allowance(self) -> int:
         horizon = time.monotonic() - 60.0
