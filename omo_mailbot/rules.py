@@ -56,6 +56,7 @@ RULE_KEYS = frozenset(
 )
 DUTCH_ENDINGS = r"(?:e|en|s|es|n|d|t|de|te|den|ten|er|ere|st|ste)?"
 MAX_SNIPPETS = 3
+WORD_START = r"(?<!\w)"  # how every word and phrase regex begins
 
 _WORD_CHARS = re.compile(r"^[\w\-'.* ]+$", re.UNICODE)
 
@@ -153,6 +154,10 @@ def _fold_extra() -> re.Pattern[str] | None:
 
 
 _FOLD_EXTRA = _fold_extra()
+# those of them below U+0100 (µ): on text of such characters only, a substring test replaces the regex
+_FOLD_EXTRA_LATIN1: tuple[str, ...] = tuple(
+    chr(c) for c in range(0x80, 0x100) if _FOLD_EXTRA is not None and _FOLD_EXTRA.match(chr(c))
+)
 
 
 class SharedScan:
@@ -176,29 +181,48 @@ class SharedScan:
         # IGNORECASE, twice as fast, unless a letter with extra case equivalents is involved.
         plain = _FOLD_EXTRA is not None and not _FOLD_EXTRA.search(source)
         self.lowered = re.compile(source) if plain else None
+        # Every word starts with (?<!\w): past the first character, a word can start only right after a
+        # non-word character. A pattern that begins with \W lets ``re`` skip from one such character to
+        # the next in C instead of trying the lookahead at every position (see _word_starts).
+        after = f"\\W(?=(?:{combined_pattern(literals, [], lead=False)}))" if _all_lead(literals) else None
+        self.after = None if after is None else re.compile(after, re.IGNORECASE)
+        self.after_lowered = None if after is None or not plain else re.compile(after)
 
         # Under IGNORECASE an ASCII letter matches only its own two cases and a few non-ASCII
         # letters (K, ſ, İ, ı). A rule is tried everywhere if one of its words starts outside
         # ASCII, or does not start with a literal character at all ("*straat" starts with \w*).
-        def indexed(first: str, pattern: str) -> bool:
-            return first.isascii() and _leads_with(first, pattern)
+        # Otherwise it is tried where the text's first two letters are those of one of its words
+        # (its first letter only, for a word such as "u" or "a*").
+        keys = {rule.symbol: {_lead_key(f, p) for f, p in rule.literals} for rule in self.rules}
+        everywhere = tuple(r for r in self.rules if None in keys[r.symbol])
 
-        everywhere = tuple(r for r in self.rules if not all(indexed(f, p) for f, p in r.literals))
-        index: dict[str, list[Rule]] = {}
-        for rule in self.rules:
-            for first in {f.lower() for f, p in rule.literals if indexed(f, p)}:
-                index.setdefault(first, []).append(rule)
-        self.by_char = {c: tuple(rs) + tuple(r for r in everywhere if r not in rs) for c, rs in index.items()}
+        def having(wanted: set[str | None]) -> tuple[Rule, ...]:
+            rules = [r for r in self.rules if keys[r.symbol] & wanted]
+            return tuple(rules) + tuple(r for r in everywhere if r not in rules)
+
+        known = {k for ks in keys.values() for k in ks if k is not None}
+        self.by_char = {k[0]: having({x for x in known if x[0] == k[0]}) for k in known}
+        self.by_first = {k[0]: having({k[0]}) for k in known}
+        self.by_pair = {k: having({k, k[0]}) for k in known if len(k) == 2}
         self.everywhere = everywhere
+
+    def candidates(self, text: str, at: int) -> tuple[Rule, ...]:
+        """The rules that may match at ``at`` in ``text``, judged by its first one or two characters."""
+        c = text[at]
+        if not c.isascii():
+            return self.rules
+        two = text[at : at + 2]
+        if len(two) == 2 and two.isascii():
+            two = two.lower()
+            return self.by_pair.get(two) or self.by_first.get(two[0], self.everywhere)
+        return self.by_char.get(c.lower(), self.everywhere)
 
     def scan(self, text: str) -> dict[str, tuple[str, ...]]:
         found: dict[str, list[str]] = {r.symbol: [] for r in self.rules}
         resume: dict[str, int] = {}
-        for start in self._word_starts(text):
-            at = start.start()
-            c = text[at]
-            candidates = self.by_char.get(c.lower(), self.everywhere) if c.isascii() else self.rules
-            for rule in candidates:
+        open_rules = len(self.rules)
+        for at in self._word_starts(text):
+            for rule in self.candidates(text, at):
                 snippets = found[rule.symbol]
                 if len(snippets) >= MAX_SNIPPETS or resume.get(rule.symbol, 0) > at:
                     continue
@@ -206,17 +230,49 @@ class SharedScan:
                 if m is not None:
                     snippets.append(m.group(0).strip())
                     resume[rule.symbol] = m.end()
+                    if len(snippets) == MAX_SNIPPETS:
+                        open_rules -= 1
+            if not open_rules:
+                break  # every rule has all the snippets it keeps: the rest of the text changes nothing
         return {symbol: tuple(snippets) for symbol, snippets in found.items()}
 
-    def _word_starts(self, text: str) -> Iterator[re.Match[str]]:
+    def _word_starts(self, text: str) -> Iterator[int]:
         """Where some word may match: a superset of every rule's match positions in ``text``."""
-        if self.lowered is not None and _FOLD_EXTRA is not None:
-            lowered = text.lower()
-            # one character for one (İ is two in lower case), and none of the letters that
-            # IGNORECASE also matches to a different lower case letter (ſ = s, ı = i, µ = μ, ...)
-            if len(lowered) == len(text) and not _FOLD_EXTRA.search(lowered):
-                return self.lowered.finditer(lowered)
-        return self.pattern.finditer(text)
+        lowered = _plain_lower(text) if self.lowered is not None else None
+        if lowered is not None and self.lowered is not None:
+            return self._starts(lowered, self.lowered, self.after_lowered)
+        return self._starts(text, self.pattern, self.after)
+
+    @staticmethod
+    def _starts(text: str, anywhere: re.Pattern[str], after: re.Pattern[str] | None) -> Iterator[int]:
+        """The positions where ``anywhere`` (a lookahead) matches; ``after`` is the same lookahead behind
+        a non-word character, which finds the same positions past 0 faster."""
+        if after is None:
+            yield from (m.start() for m in anywhere.finditer(text))
+            return
+        if anywhere.match(text):
+            yield 0
+        for m in after.finditer(text):
+            yield m.end()
+
+
+def _plain_lower(text: str) -> str | None:
+    """``text`` lower-cased, when that keeps every character in its place (one character for one; İ is
+    two in lower case) and leaves none of the letters that IGNORECASE also matches to a different
+    lower case letter (ſ = s, ı = i, µ = μ, ...): on such text the lower-case words without
+    IGNORECASE find exactly what the words find with it. Else None."""
+    if _FOLD_EXTRA is None:
+        return None
+    lowered = text.lower()
+    if len(lowered) != len(text):
+        return None
+    if lowered.isascii():  # a flag of the string: no scan
+        return lowered
+    try:
+        lowered.encode("latin-1")  # a copy, much faster than a regex over the text
+    except UnicodeEncodeError:
+        return None if _FOLD_EXTRA.search(lowered) else lowered
+    return None if any(c in lowered for c in _FOLD_EXTRA_LATIN1) else lowered
 
 
 @dataclass(frozen=True)
@@ -287,12 +343,25 @@ def phrase_pattern(phrase: str) -> str:
     return r"(?<!\w)" + r"[\s,]+".join(parts) + r"(?!\w)"
 
 
+def _lead_key(first: str, pattern: str) -> str | None:
+    """The lower-case ASCII characters a text must start with where this word or phrase matches: its
+    first two when its regex begins with them as plain characters, else its first one; None when it
+    does not even begin with an ASCII character of its own (such a word is tried everywhere)."""
+    if not (first.isascii() and _leads_with(first, pattern)):
+        return None
+    rest = pattern[len(WORD_START + re.escape(first)) :]
+    second = rest[:1]
+    if second.isascii() and second.isalnum() and rest[1:2] not in ("?", "*", "+", "{"):
+        return first.lower() + second.lower()
+    return first.lower()
+
+
 def _leads_with(first: str, pattern: str) -> bool:
     """Does a word's regex begin with a word start and then ``first`` itself (not "*straat": \\w*)?"""
-    return bool(first) and pattern.startswith(r"(?<!\w)" + re.escape(first))
+    return bool(first) and pattern.startswith(WORD_START + re.escape(first))
 
 
-def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str]) -> str:
+def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str], *, lead: bool = True) -> str:
     r"""One regex for many words and phrases, branching on the first character.
 
     Python's ``re`` tries every alternative at every position; with hundreds of
@@ -303,18 +372,31 @@ def combined_pattern(literals: Sequence[tuple[str, str]], regexes: Sequence[str]
     per group, so only the words that start with the letter there are tried.
     The matches are those of the plain alternation, in the same order
     (tests/test_fast_paths.py).
+
+    With ``lead=False`` the leading ``(?<!\w)`` of every word is left out, for use
+    where a non-word character precedes anyway; every literal must then start
+    with it (:func:`_all_lead`).
     """
-    head = r"(?<!\w)"
+    head = WORD_START
     groups: dict[str, list[str]] = {}
     other: list[str] = []
     for first, pattern in literals:
         if _leads_with(first, pattern):
             groups.setdefault(re.escape(first), []).append(pattern[len(head + re.escape(first)) :])
-        else:
+        elif lead:
             other.append(pattern)
+        elif pattern.startswith(head):
+            other.append(pattern[len(head) :])
+        else:
+            raise ValueError(f"{pattern!r} does not start with {head}")
     parts = [f"{c}(?:{'|'.join(dict.fromkeys(rests))})" for c, rests in groups.items()]
-    grouped = [f"{head}(?:{'|'.join(parts)})"] if parts else []
+    grouped = [f"{head if lead else ''}(?:{'|'.join(parts)})"] if parts else []
     return "|".join(grouped + other + list(regexes))
+
+
+def _all_lead(literals: Sequence[tuple[str, str]]) -> bool:
+    r"""Does every word and phrase regex start with (?<!\w), as word_pattern and phrase_pattern make them?"""
+    return all(pattern.startswith(WORD_START) for _, pattern in literals)
 
 
 def redos_risk(pattern: str) -> bool:

@@ -96,6 +96,8 @@ regex = ['\\\\bnu\\\\s+\\\\d+\\\\s+mensen']
         "SPOED: \u017fPOED nu Nu NU, ıstanbul Spoed \u212aelvin: plain letters beside their odd twins",
         "Σ ΣΠΟΕΔ spoed µ demonstratie ÉÉN DEMONSTRANTEN",
         "blokkade op het Marktplein en de Rijksweg, daarna de Hoofdstraat en het wegdek",
+        "k\u212aelvin s\u017ftraat KELVİN iſtanbul nU Nu dEMONSTRANTEN st\u017fraat NU-AL 'S AVONDS",
+        "(nu) [morgen] -spoed- _spoed_ 1nu nu1 één-twee µnu nuµ",
         "demonstratie demonstraties demonstranten Demonstratie voor het\n gemeentehuis, voor  het gemeentehuis",
         "",
     ]
@@ -110,3 +112,105 @@ regex = ['\\\\bnu\\\\s+\\\\d+\\\\s+mensen']
                     assert found[rule.symbol] == expected, (rule.symbol, text[:60])
                     compared += len(expected)
     assert compared > 300  # the texts do exercise the rules
+
+
+_MARKER_LINES = [
+    "-----Original Message-----",
+    "  ---------- Forwarded message ---------",
+    "---------- Doorgestuurd bericht ----------",
+    "Begin doorgestuurd bericht:",
+    "Begin forwarded message:",
+    "Forwarded message:",
+    "Op ma 23 nov. 2026 om 21:14 schreef Marco Dijkstra <m.dijkstra@gemeente-voorbeeld.nl>:",
+    "Op 3 nov. 2026 heeft Jan Smit het volgende geschreven:",
+    "On Mon, 23 Nov 2026 at 21:14, Jan Smit <j@x.nl> wrote:",
+    "Am 1. Januar 2026 schrieb Hans:",
+    "Le 1 janv. 2026, Pierre a écrit :",
+    "Op di 3 nov. 2026 om 14:02 schreef Jan",
+    "Van: Secretariaat <s@x.nl>",
+    "**From:** Jan",
+    " * Verzonden: maandag",
+    "Datum: 1-1-2026",
+    "Sent: Monday",
+    "To: a@b.nl",
+    "CC: c@d.nl",
+    "Onderwerp: x",
+    "Subject: x",
+    "Beantwoorden: x",
+    "Reply-To: x",
+    "> quoted",
+    "\u00a0> quoted after a no-break space",
+    "-- ",
+    "__________",
+    "Verzonden vanaf mijn iPhone",
+    "Verstuurd met Telefoon",
+    "Sent from my iPhone",
+    "Get Outlook for iOS",
+    "Outlook voor Android downloaden",
+    "Met vriendelijke groet,",
+    "Vriendelijke groeten",
+    "Hartelijke groet",
+    "Collegiale groet",
+    "Beste groeten,",
+    "Warme groet",
+    "Mvg",
+    "M.v.g.",
+    "Groetjes",
+    "Gr.",
+    "Hartelijke dank alvast",
+    "Alvast bedankt",
+    "Kind regards,",
+    "Best regards",
+    "Warm regards",
+    "Regards",
+    "Best wishes",
+    "Cheers",
+    "Sincerely",
+    "Yours sincerely",
+    "Hoogachtend",
+    "Disclaimer: this",
+    "Dit e-mailbericht is vertrouwelijk",
+    "De informatie in dit bericht",
+    "This e-mail and any attachments may",
+    "Aan dit bericht kunnen geen rechten worden ontleend",
+    "No rights can be derived",
+    "Indien u dit bericht ten onrechte",
+    "If you are not the intended recipient",
+    "\u017fent from my phone",
+    "\u212aind regards",
+    "ſincerely",
+]
+
+
+def test_the_line_prefilters_let_through_every_line_a_marker_matches():
+    from omo_mailbot import text
+
+    def history(line: str) -> bool:
+        lines = [line, "Verzonden: x", "Aan: y", "Onderwerp: z", "q@x.nl>:"]
+        return bool(
+            text._SEPARATORS_FORWARD.match(line)
+            or text._SEPARATORS_REPLY.match(line)
+            or text._REPLY_HEADER.match(line)
+            or text._REPLY_HEADER_START.match(line)
+            or text._OUTLOOK_FIELD.match(line)
+            or text._outlook_block_at(lines, 0)
+            or text._wrapped_reply_header_at(lines, 0)
+            or line.lstrip().startswith(">")
+        )
+
+    def end(line: str) -> bool:
+        return bool(text._SIGNATURE.match(line) or text._CLOSING.match(line) or text._DISCLAIMER.match(line))
+
+    lines = list(_MARKER_LINES)
+    lines += [variant for line in _MARKER_LINES for variant in (line.upper(), line.lower(), "  \t" + line)]
+    for ex in examples(ROOT / "corpus" / "seed"):
+        lines += text.body_text(parse(ex.path.read_bytes())).split("\n")
+    seen = {"history": 0, "end": 0}
+    for line in lines:
+        if history(line):
+            seen["history"] += 1
+            assert text._MAY_START_HISTORY.match(line), line
+        if end(line):
+            seen["end"] += 1
+            assert text._MAY_END_TEXT.match(line), line
+    assert seen["history"] > 150 and seen["end"] > 150, seen
