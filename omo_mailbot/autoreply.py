@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session
 from .config import AutoReplyConfig, SmtpConfig
 from .mail import Address, ParsedMail, normalise_address
 from .models import Bounce, OutboxMail, table_of
-from .outgoing import machine_message, new_message_id
+from .outgoing import machine_mail, new_message_id
 from .templating import Templates
 from .verdict import Decision
 
@@ -67,13 +66,21 @@ def _tagged_pattern(recipient: str) -> str:
     return f"{esc(local)}+%@{esc(domain)}"
 
 
-_REPLIES_SINCE = select(func.count(_OUT.c.id)).where(
-    _OUT.c.kind == "auto_reply", _OUT.c.created_at >= bindparam("since")
-)
-_TO_RECIPIENT = _REPLIES_SINCE.where(_same_mailbox(_OUT.c.recipient))
-_IN_THREAD = _TO_RECIPIENT.where(_OUT.c.thread_key == bindparam("thread"))
-_BOUNCED = select(func.count(_BOUNCES.c.id)).where(
-    _same_mailbox(_BOUNCES.c.address), _BOUNCES.c.at >= bindparam("since")
+def _replies_since(since: str) -> Select[Any]:
+    return select(func.count(_OUT.c.id)).where(_OUT.c.kind == "auto_reply", _OUT.c.created_at >= bindparam(since))
+
+
+# The four counts of the brakes in one statement (one round trip, one snapshot), each a scalar
+# subquery with its own window: in this thread, to this mailbox, in total, and hard bounces.
+_BRAKES = select(
+    _replies_since("thread_since")
+    .where(_same_mailbox(_OUT.c.recipient), _OUT.c.thread_key == bindparam("thread"))
+    .scalar_subquery(),
+    _replies_since("sender_since").where(_same_mailbox(_OUT.c.recipient)).scalar_subquery(),
+    _replies_since("hour_since").scalar_subquery(),
+    select(func.count(_BOUNCES.c.id))
+    .where(_same_mailbox(_BOUNCES.c.address), _BOUNCES.c.at >= bindparam("bounce_since"))
+    .scalar_subquery(),
 )
 
 
@@ -81,26 +88,33 @@ def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thr
     """Why the brakes forbid a reply to ``recipient`` now, or None.
 
     The counts go through the session, which first writes what is pending (a bounce
-    recorded earlier in the same batch counts); the statements are built once.
-    Addresses are compared as mailboxes (:func:`~omo_mailbot.mail.normalise_address`):
-    ``victim+1@x``, ``victim+2@x`` and ``victim@x`` share one budget and one bounce block.
+    recorded earlier in the same batch counts); they are one statement, built once, so
+    every instance on the database sees the rows the others committed. Addresses are
+    compared as mailboxes (:func:`~omo_mailbot.mail.normalise_address`): ``victim+1@x``,
+    ``victim+2@x`` and ``victim@x`` share one budget and one bounce block. Without a
+    ``thread`` there is no thread limit.
     """
     recipient = normalise_address(recipient)
-    mailbox = {"recipient": recipient, "tagged": _tagged_pattern(recipient)}
-
-    def count(stmt: Select[Any], hours: float, **params: str) -> int:
-        return int(session.execute(stmt, {"since": now - timedelta(hours=hours), **params}).scalar_one())
-
-    if thread and count(_IN_THREAD, cfg.per_thread_window_hours, thread=thread, **mailbox) >= cfg.per_thread_max:
+    params = {
+        "recipient": recipient,
+        "tagged": _tagged_pattern(recipient),
+        "thread": thread,
+        "thread_since": now - timedelta(hours=cfg.per_thread_window_hours),
+        "sender_since": now - timedelta(hours=cfg.per_sender_window_hours),
+        "hour_since": now - timedelta(hours=1),
+        "bounce_since": now - timedelta(days=cfg.bounce_block_days),
+    }
+    in_thread, to_sender, in_hour, bounced = session.execute(_BRAKES, params).one()
+    if thread and int(in_thread) >= cfg.per_thread_max:
         return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
-    if count(_TO_RECIPIENT, cfg.per_sender_window_hours, **mailbox) >= cfg.per_sender_max:
+    if int(to_sender) >= cfg.per_sender_max:
         return (
             f"rate-limit-sender: {cfg.per_sender_max} replies to this address in the last "
             f"{cfg.per_sender_window_hours:g} h"
         )
-    if count(_REPLIES_SINCE, 1) >= cfg.global_max_per_hour:
+    if int(in_hour) >= cfg.global_max_per_hour:
         return f"circuit-breaker: {cfg.global_max_per_hour} auto-replies in the last hour"
-    if count(_BOUNCED, cfg.bounce_block_days * 24, **mailbox):
+    if int(bounced):
         return f"hard-bounce: this address bounced in the last {cfg.bounce_block_days} days"
     return None
 
@@ -108,18 +122,16 @@ def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thr
 _NAME_SPECIALS = re.compile(r'[<>,;:@"\\]')
 
 
-def _to_header(recipient: Address) -> str:
-    """The To header for ``recipient``: its display name without address syntax, then the address.
+def _to_name(recipient: Address) -> str:
+    """The display name for our To header: ``recipient``'s without address syntax, or "" for the bare address.
 
-    A display name comes decoded from RFC 2047 and may read ``"Jörg" <a@b.c>,``. formataddr
-    would re-encode it, and the reply's header, refolded, reads as a second recipient
-    ``a@b.c`` (RFC 3834 §3.1.3 allows one). Without <>,;:@" and backslash no name can
-    spell an address; when nothing sensible is left the bare address is used.
+    A display name comes decoded from RFC 2047 and may read ``"Jörg" <a@b.c>,``. Written
+    back as it is, a parser could read a second recipient ``a@b.c`` (RFC 3834 §3.1.3
+    allows one). Without <>,;:@" and backslash no name can spell an address; when
+    nothing sensible is left the bare address is used.
     """
     name = " ".join(_NAME_SPECIALS.sub(" ", recipient.name).split())
-    if not any(c.isalnum() for c in name):
-        return recipient.addr
-    return formataddr((name, recipient.addr))
+    return name if any(c.isalnum() for c in name) else ""
 
 
 def _subject(original: str, reference: str, lang: str) -> str:
@@ -157,20 +169,21 @@ def build_reply(
         "our_address": smtp.from_address,
     }
     message_id = new_message_id(REPLY_PREFIX, smtp.message_id_domain)
-    msg = machine_message(
+    raw = machine_mail(
         smtp,
         ar.loop_header,
-        to=_to_header(recipient),
+        to=recipient.addr,
+        to_name=_to_name(recipient),
         subject=_subject(mail.subject, reference, lang),
         message_id=message_id,
         now=now,
         kind="auto-replied",
+        text=templates.render_text(f"{template}.{lang}.txt", context),
+        html=templates.render_html(f"{template}.{lang}.html", context),
         answering=mail,
         language=lang,
     )
-    msg.set_content(templates.render_text(f"{template}.{lang}.txt", context))
-    msg.add_alternative(templates.render_html(f"{template}.{lang}.html", context), subtype="html")
-    return msg.as_bytes(policy=SMTP), message_id
+    return raw, message_id
 
 
 def build_duty_alert(
@@ -204,8 +217,14 @@ def build_duty_alert(
     }
     message_id = new_message_id(ALERT_PREFIX, smtp.message_id_domain)
     subject = f"[ACUUT {reference}] {mail.subject or '(geen onderwerp)'}"
-    msg = machine_message(
-        smtp, ar.loop_header, to=to, subject=subject, message_id=message_id, now=now, kind="auto-generated"
+    raw = machine_mail(
+        smtp,
+        ar.loop_header,
+        to=to,
+        subject=subject,
+        message_id=message_id,
+        now=now,
+        kind="auto-generated",
+        text=templates.render_text("duty_alert.txt", context),
     )
-    msg.set_content(templates.render_text("duty_alert.txt", context))
-    return msg.as_bytes(policy=SMTP), message_id
+    return raw, message_id

@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
-from email.policy import SMTP
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,7 +33,7 @@ from .config import Config
 from .mail import ParsedMail
 from .models import Case, Message, OutboxMail
 from .outbox import enqueue
-from .outgoing import machine_message, new_message_id
+from .outgoing import machine_mail, new_message_id
 from .roster import Roster
 from .templating import Templates
 from .text import body_text, own_text
@@ -307,7 +306,13 @@ def build_reply(
     assert mail.from_ is not None
     message_id = new_message_id(COMMAND_PREFIX, cfg.smtp.message_id_domain)
     subject = mail.subject.strip() or "opdrachten"
-    msg = machine_message(
+    context = {
+        "name": mail.from_.name or mail.from_.addr,
+        "results": [{"line": r.line, "done": r.done, "text": r.text} for r in results],
+        "done": sum(1 for r in results if r.done),
+        "refused": sum(1 for r in results if not r.done),
+    }
+    raw = machine_mail(
         cfg.smtp,
         cfg.autoreply.loop_header,
         to=mail.from_.addr,
@@ -315,17 +320,11 @@ def build_reply(
         message_id=message_id,
         now=now,
         kind="auto-replied",
+        text=templates.render_text("command_reply.txt", context),
         answering=mail,
         language="nl",
     )
-    context = {
-        "name": mail.from_.name or mail.from_.addr,
-        "results": [{"line": r.line, "done": r.done, "text": r.text} for r in results],
-        "done": sum(1 for r in results if r.done),
-        "refused": sum(1 for r in results if not r.done),
-    }
-    msg.set_content(templates.render_text("command_reply.txt", context))
-    return msg.as_bytes(policy=SMTP), message_id
+    return raw, message_id
 
 
 def process_command_mail(

@@ -23,8 +23,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from email.policy import SMTP
-from email.utils import formataddr
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Config
 from .models import Case, CaseEvent, DigestRun, Message, OutboxMail, Verdict
 from .outbox import enqueue
-from .outgoing import machine_message, new_message_id
+from .outgoing import machine_mail, new_message_id
 from .roster import Person, Roster
 from .templating import Templates
 from .workdays import DAY_NAMES_NL, WorkCalendar, format_day
@@ -318,19 +316,20 @@ class DigestBuilder:
         html, text = self.render(context)
         smtp = self.cfg.smtp
         message_id = new_message_id(DIGEST_PREFIX, smtp.message_id_domain)
-        msg = machine_message(
+        raw = machine_mail(
             smtp,
             self.cfg.autoreply.loop_header,
-            to=formataddr((person.name, person.address)),
+            to=person.address,
+            to_name=person.name,
             subject=self.subject(context),
             message_id=message_id,
             now=now,
             kind="auto-generated",
+            text=text,
+            html=html,
             language="nl",
         )
-        msg.set_content(text)
-        msg.add_alternative(html, subtype="html")
-        return msg.as_bytes(policy=SMTP), message_id
+        return raw, message_id
 
 
 class DigestRunner:

@@ -27,8 +27,8 @@ _ADDR = re.compile(
 )
 _MSGID = re.compile(r"<[^<>\s]+>")
 _CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# Everything str.splitlines() breaks on. EmailMessage refuses a header value containing any of them, so one
-# left in a decoded Subject or display name would make building our reply or duty alert raise.
+# Everything str.splitlines() breaks on. Left in a decoded Subject or display name, any of them could end a
+# header line of our reply or duty alert (outgoing.py makes every value one line with one_line()).
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _COMMENT = re.compile(r"\([^()]*\)")
 _ANGLE = re.compile(r"<([^<>]*)>")
@@ -137,9 +137,9 @@ def clean(text: str) -> str:
 def one_line(text: str) -> str:
     """``text`` with every character str.splitlines() breaks on turned into a space.
 
-    Decoded RFC 2047 words can carry U+0085, U+2028, U+2029, \\x0b, \\x0c or \\x1c..\\x1e; EmailMessage
-    refuses them in a header value, so a mail carrying one in its Subject would otherwise
-    leave its acute case without reply and duty alert.
+    Decoded RFC 2047 words can carry U+0085, U+2028, U+2029, \\x0b, \\x0c or \\x1c..\\x1e. A mail
+    reader may break a header line at any of them, so each costs a space in what we write
+    rather than opening the way to an injected header.
     """
     return _LINE_BREAKS.sub(" ", text)
 

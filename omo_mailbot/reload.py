@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.policy import SMTP
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import Config
 from .errors import Problem
 from .outbox import enqueue
-from .outgoing import machine_message
+from .outgoing import machine_mail
 from .roster import Roster
 from .routing import Routing
 from .rulecheck import OperatorFiles, check_operator_files, fingerprint, watched_files
@@ -228,7 +227,7 @@ def build_alert(
         "",
         "Fix the files and save them again (or send SIGHUP); `omo-mailbot rules check` shows the same list.",
     ]
-    msg = machine_message(
+    raw = machine_mail(
         cfg.smtp,
         cfg.autoreply.loop_header,
         to=to,
@@ -236,6 +235,6 @@ def build_alert(
         message_id=message_id,
         now=now,
         kind="auto-generated",
+        text="\n".join(body) + "\n",
     )
-    msg.set_content("\n".join(body) + "\n")
-    return msg.as_bytes(policy=SMTP), message_id
+    return raw, message_id
