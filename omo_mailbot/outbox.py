@@ -111,7 +111,7 @@ class OutboxWorker:
         """Return rows whose lease expired (a crashed sender) to pending."""
         now = self.clock()
         with self.sessions.begin() as s:
-            result = s.execute(
+            result = s.connection().execute(
                 update(OutboxMail)
                 .where(OutboxMail.status == "sending", OutboxMail.lease_until < now)
                 .values(
@@ -205,7 +205,7 @@ class OutboxWorker:
         self._outages = 0
         self._sent_times.append(time.monotonic())
         with self.sessions.begin() as s:
-            recorded = s.execute(
+            recorded = s.connection().execute(
                 self._mine(row_id).values(status="sent", sent_at=self.clock(), lease_until=None, last_error=None)
             )
         stats.sent += 1
@@ -228,7 +228,7 @@ class OutboxWorker:
         give_up = permanent or attempts >= self.cfg.max_attempts
         now = self.clock()
         with self.sessions.begin() as s:
-            s.execute(
+            s.connection().execute(
                 self._mine(row_id).values(
                     status="failed" if give_up else "pending",
                     lease_until=None,
@@ -251,7 +251,7 @@ class OutboxWorker:
         outage, and keep queue order (no row queued after it becomes due before it)."""
         until = self.clock() + self._backoff(self._outages)
         with self.sessions.begin() as s:
-            s.execute(
+            s.connection().execute(
                 self._mine(row_id).values(
                     status="pending",
                     lease_until=None,
@@ -261,7 +261,7 @@ class OutboxWorker:
                     next_attempt_at=until,
                 )
             )
-            s.execute(
+            s.connection().execute(
                 update(OutboxMail)
                 .where(OutboxMail.status == "pending", OutboxMail.id > row_id, OutboxMail.next_attempt_at < until)
                 .values(next_attempt_at=until)
