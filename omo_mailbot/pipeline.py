@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -197,6 +198,14 @@ class Pipeline:
         self.clock = clock
         self.roster = roster
         self.routing = routing
+        # Held while a mail (or a batch) is processed and while a reload swaps the three above, so that a
+        # mail is decided, routed and answered with one consistent set: all old or all new.
+        self._setup_lock = threading.RLock()
+
+    def replace_setup(self, decider: Decider, roster: Roster | None, routing: Routing | None) -> None:
+        """Swap decider, roster and routing at once; waits for the mail or batch in hand to finish."""
+        with self._setup_lock:
+            self.decider, self.roster, self.routing = decider, roster, routing
 
     def process(
         self,
@@ -216,6 +225,12 @@ class Pipeline:
         the mail itself becomes an error case. ``prepared`` is the mail already parsed and decided (by
         :class:`~omo_mailbot.prepare.Preparer`); without it the mail is parsed and decided here.
         """
+        with self._setup_lock:
+            return self._process_alone(mailbox, uidvalidity, fetched, retry=retry, prepared=prepared)
+
+    def _process_alone(
+        self, mailbox: str, uidvalidity: int, fetched: FetchedMail, *, retry: bool, prepared: Prepared | None
+    ) -> Outcome:
         now = self.clock()
         try:
             with self.sessions.begin() as s:
@@ -255,6 +270,7 @@ class Pipeline:
         uidvalidity: int,
         batch: Sequence[FetchedMail],
         prepared: Sequence[Prepared | None] | None = None,
+        decided_by: Decider | None = None,
     ) -> list[Outcome]:
         """Store and decide the mails of one FETCH batch in ONE transaction; the cursor moves in it too.
 
@@ -264,8 +280,22 @@ class Pipeline:
         processed again in a transaction of its own (see :meth:`process`), so a mail that breaks the
         pipeline still gets its own error case and the others their decisions (their "decided" log
         lines then appear twice). A single mail, the usual case in IDLE, takes :meth:`process` directly.
-        ``prepared`` holds, per mail, what a :class:`~omo_mailbot.prepare.Preparer` made of it, or None.
+        ``prepared`` holds, per mail, what a :class:`~omo_mailbot.prepare.Preparer` made of it, or None;
+        ``decided_by`` the decider it used. When a reload has replaced that decider since, the prepared
+        decisions are set aside and the batch is decided here with the new one.
         """
+        with self._setup_lock:
+            if decided_by is not None and decided_by is not self.decider:
+                prepared = None
+            return self._process_batch(mailbox, uidvalidity, batch, prepared)
+
+    def _process_batch(
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        batch: Sequence[FetchedMail],
+        prepared: Sequence[Prepared | None] | None,
+    ) -> list[Outcome]:
         ahead: Sequence[Prepared | None] = prepared if prepared is not None else [None] * len(batch)
         if len(ahead) != len(batch):
             raise ValueError(f"{len(ahead)} prepared mails for a batch of {len(batch)}")

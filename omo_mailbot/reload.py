@@ -46,11 +46,13 @@ MAX_PROBLEMS_IN_ALERT = 50
 
 
 class Target(Protocol):
-    """What a reload swaps: the pipeline holds these three references."""
+    """What a reload swaps: the pipeline holds these three references and replaces them together."""
 
     decider: Decider
     roster: Roster | None
     routing: Routing | None
+
+    def replace_setup(self, decider: Decider, roster: Roster | None, routing: Routing | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,8 @@ class RuleReloader:
         # roster people count as our own addresses for the guards (never auto-answered)
         people = frozenset(files.roster.addresses) if files.roster else frozenset()
         policy = dataclasses.replace(old.policy, roster_addresses=people)
-        target.decider = old.with_rules(files.rules, policy)
+        target.replace_setup(old.with_rules(files.rules, policy), files.roster, files.routing)
         old_hash = old.rules.hash
-        target.roster = files.roster
-        target.routing = files.routing
         self.current = files.fingerprint
         log.info(
             "rules reloaded",

@@ -275,7 +275,8 @@ class Service:
                 log.info("rules or roster reloaded during a backlog; the rest is decided in-process")
                 worker.close()
             prepared = None
-        for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch, prepared):
+        decided_by = worker.decider if prepared is not None and worker is not None else None
+        for outcome in self.pipeline.process_batch(self.source.name, uidvalidity, batch, prepared, decided_by):
             if self.state.keep_outcomes:
                 self.state.outcomes.append(outcome)
             for observer in self.state.observers:

@@ -264,3 +264,23 @@ def test_a_reload_during_a_backlog_stops_the_worker_and_the_rest_uses_the_new_ru
     assert all(v != -99.0 for v in scores[:4])  # the first batch, committed before the reload
     assert all(v == -99.0 for v in scores[4:])  # everything after it, decided with the new decider
     engine.dispose()
+
+
+def test_decisions_prepared_with_a_replaced_decider_are_set_aside(make_config) -> None:
+    service, engine = build_service(make_config())
+    old = service.pipeline.decider
+    raw = mails.preparation()
+    ahead = prepare(old, raw)
+    assert ahead is not None
+    marked = Prepared(ahead.mail, dataclasses.replace(ahead.decision, score=42.5), ahead.timings)
+    # a reload between the worker's decision and the batch's transaction
+    new = _Marking(old.rules, old.model, old.policy, threshold=old.threshold, model_weight=old.model_weight)
+    service.pipeline.replace_setup(new, service.pipeline.roster, service.pipeline.routing)
+    outcomes = service.pipeline.process_batch(
+        "INBOX-test", 7, [FetchedMail(1, raw, len(raw)), FetchedMail(2, mails.acute(), 100)], [marked, None], old
+    )
+    assert [o.status for o in outcomes] == ["decided", "decided"]
+    with service.sessions() as s:
+        scores = [float(v) for (v,) in s.execute(select(Verdict.score).join(Message).order_by(Message.uid))]
+    assert scores == [-99.0, -99.0]  # both decided again, with the decider the reload brought
+    engine.dispose()

@@ -11,6 +11,7 @@ from email import policy
 import pytest
 from sqlalchemy import func, select
 
+from omo_mailbot.mailbox import FetchedMail
 from omo_mailbot.models import Message, OutboxMail, Verdict
 from omo_mailbot.reload import ALERT_KIND, RuleReloader
 from omo_mailbot.rules import load_rules
@@ -248,4 +249,35 @@ def test_a_running_service_swaps_valid_rules_keeps_answering_and_refuses_broken_
     assert not runner.is_alive(), "the service did not stop within 10 s"
     with service.sessions() as s:
         assert s.execute(select(func.count()).select_from(Verdict)).scalar_one() == 3
+    engine.dispose()
+
+
+def test_a_reload_waits_for_the_mail_in_hand_so_it_sees_one_setup(make_config):
+    """Decider, roster and routing are replaced together, never while a mail is being processed."""
+    service, engine = build_service(make_config())
+    pipeline = service.pipeline
+    old = pipeline.decider
+    new = old.with_rules(old.rules, old.policy)
+    swapper: list[threading.Thread] = []
+    blocked: list[bool] = []
+
+    class Reloading(type(old)):  # a reload arrives while this mail is being decided
+        def decide(self, mail, *, explain=False):
+            thread = threading.Thread(target=pipeline.replace_setup, args=(new, None, None), daemon=True)
+            thread.start()
+            thread.join(timeout=0.3)
+            blocked.append(thread.is_alive())
+            swapper.append(thread)
+            return super().decide(mail, explain=explain)
+
+    pipeline.decider = Reloading(
+        old.rules, old.model, old.policy, threshold=old.threshold, model_weight=old.model_weight
+    )
+    raw = mails.acute()
+    outcome = pipeline.process("INBOX-test", 7, FetchedMail(1, raw, len(raw)))
+    assert outcome.status == "decided"
+    assert blocked == [True]  # the swap waited for the mail in hand
+    swapper[0].join(timeout=10)
+    assert not swapper[0].is_alive()
+    assert pipeline.decider is new and pipeline.roster is None
     engine.dispose()
