@@ -63,6 +63,21 @@ class ReloadResult:
     alerted: bool = False
 
 
+def operator_files_fingerprint(cfg: Config) -> str | None:
+    """One hash over the rules, roster and routing files as they are on disk now; None while a file
+    vanishes mid-save (look again later)."""
+    try:
+        return fingerprint(
+            watched_files(
+                cfg.resolve(cfg.paths.rules_dir),
+                cfg.resolve(cfg.roster.roster_file),
+                cfg.resolve(cfg.roster.routing_file),
+            )
+        )
+    except OSError:
+        return None
+
+
 class RuleReloader:
     def __init__(
         self,
@@ -74,6 +89,7 @@ class RuleReloader:
         notify: Callable[[], None] = lambda: None,
         settle_seconds: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        built_from: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.sessions = sessions
@@ -88,14 +104,13 @@ class RuleReloader:
         self.routing_file: Path | None = cfg.resolve(cfg.roster.routing_file)
         self.lock = threading.Lock()
         self.rejected: set[str] = set()
-        # the version on disk now is the version the service was built with
-        self.current = self._fingerprint() or ""
+        # The version the service was built with (taken before it read the files, see build_service): a
+        # change saved between then and now differs from it and is picked up at the first check. Without
+        # it, the version on disk now is taken for the one in use.
+        self.current = built_from if built_from is not None else (self._fingerprint() or "")
 
     def _fingerprint(self) -> str | None:
-        try:
-            return fingerprint(watched_files(self.rules_dir, self.roster_file, self.routing_file))
-        except OSError:
-            return None  # a file vanished mid-save: look again at the next poll
+        return operator_files_fingerprint(self.cfg)
 
     def check(self, *, forced: bool = False) -> ReloadResult:
         """Look once: swap in a changed valid version, or alert once about a changed broken one."""

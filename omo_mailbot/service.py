@@ -36,7 +36,7 @@ from .outbox import OutboxWorker
 from .pipeline import Outcome, Pipeline, sync_cursor
 from .prepare import Prepared, Preparer
 from .purge import purge
-from .reload import RuleReloader
+from .reload import RuleReloader, operator_files_fingerprint
 from .roster import Roster, load_roster
 from .routing import Routing, load_routing
 from .rules import RuleSet, load_rules
@@ -208,6 +208,7 @@ class Service:
         self.leader: Leadership = leader or SoleLeader()
         self.last_purge: datetime | None = None
         self.digests = digests
+        self.built_from: str | None = None  # fingerprint of the operator files the pipeline was built from
 
     def run_digests(self) -> None:
         """The scheduler's job: queue today's digests (once per person per day) and wake the sender.
@@ -437,7 +438,12 @@ class Service:
         sender = threading.Thread(target=self.outbox_forever, name="outbox", daemon=True)
         sender.start()
         reloader = RuleReloader(
-            self.cfg, self.sessions, self.pipeline, clock=self.pipeline.clock, notify=self.state.outbox_wake.set
+            self.cfg,
+            self.sessions,
+            self.pipeline,
+            clock=self.pipeline.clock,
+            notify=self.state.outbox_wake.set,
+            built_from=self.built_from,
         )
         watcher = threading.Thread(
             target=reloader.run,
@@ -489,6 +495,7 @@ def build_service(
     state = state or ServiceState()
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
+    built_from = operator_files_fingerprint(cfg)  # before reading them: a change saved meanwhile is reloaded
     roster, routing = load_roster_and_routing(cfg)
     decider = decider or build_decider(cfg, sessions=sessions, roster_addresses=roster.addresses if roster else None)
     pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock, roster=roster, routing=routing)
@@ -514,4 +521,5 @@ def build_service(
             lease_seconds=cfg.service.leader_check_seconds * 3,
         )
     service = Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state, leader=leader, digests=digests)
+    service.built_from = built_from
     return service, engine

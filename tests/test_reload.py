@@ -281,3 +281,22 @@ def test_a_reload_waits_for_the_mail_in_hand_so_it_sees_one_setup(make_config):
     assert not swapper[0].is_alive()
     assert pipeline.decider is new and pipeline.roster is None
     engine.dispose()
+
+
+def test_a_change_saved_while_the_service_starts_is_picked_up_at_the_first_check(tmp_path, make_config):
+    rules = stored_mail.copy_rules(tmp_path, "rules")
+    box = stored_mail.make_maildir(tmp_path / "Maildir", [])
+    cfg = stored_mail.maildir_config(make_config, tmp_path, box, f'[paths]\nrules_dir = "{rules}"\n')
+    service, engine = build_service(cfg)
+    assert service.built_from is not None
+    (rules / "wind.toml").write_text(FORCE_WIND)  # saved after the rules were read, before the reloader runs
+
+    def reloader(**kwargs):
+        return RuleReloader(cfg, service.sessions, service.pipeline, clock=lambda: datetime.now(UTC), **kwargs)
+
+    # a reloader that took the files on disk for the ones in use would never see this change
+    assert reloader(sleep=lambda _s: None).check().status == "unchanged"
+    assert "WIND_FARM_CONFLICT" not in service.pipeline.decider.rules.symbols
+    assert reloader(sleep=lambda _s: None, built_from=service.built_from).check().status == "reloaded"
+    assert "WIND_FARM_CONFLICT" in service.pipeline.decider.rules.symbols
+    engine.dispose()
