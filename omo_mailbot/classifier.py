@@ -26,6 +26,7 @@ import json
 import math
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -90,8 +91,16 @@ class Family:
         lo, hi = self.ngram
         if not 1 <= lo <= hi <= 16:
             raise ModelError(f"feature family {self.name!r} has an impossible n-gram range {self.ngram}; {HINT}")
+        if self.idf.ndim != 1 or self.weights.ndim != 1:
+            raise ModelError(f"feature family {self.name!r} has weights that are not one row of numbers; {HINT}")
         if not len(self.terms) == self.idf.shape[0] == self.weights.shape[0]:
             raise ModelError(f"feature family {self.name!r} has terms and weights of different lengths; {HINT}")
+        if self.analyzer == "word":
+            try:
+                re.compile(self.token_pattern)
+            except re.error as exc:
+                unusable = f"feature family {self.name!r} has an unusable token pattern ({exc})"
+                raise ModelError(f"{unusable}; {HINT}") from None
         if not (np.isfinite(self.idf).all() and np.isfinite(self.weights).all()):
             raise ModelError(f"feature family {self.name!r} holds weights that are not finite numbers; {HINT}")
 
@@ -273,9 +282,12 @@ def load(path: Path) -> TrainedModel:
     if not path.exists():
         raise ModelError(f"model file {path} not found; {HINT}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy array, not a model
+            raise ValueError("one array, not an archive of arrays")
+        with loaded as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         unreadable = f"model file {path} is not a model this version can read ({type(exc).__name__})"
         raise ModelError(f"{unreadable}; {HINT}") from None
     try:

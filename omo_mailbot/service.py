@@ -495,7 +495,9 @@ def build_service(
     state = state or ServiceState()
     engine, sessions = open_database(cfg)
     db.require_current_schema(engine)
-    built_from = operator_files_fingerprint(cfg)  # before reading them: a change saved meanwhile is reloaded
+    # Before reading them: a change saved meanwhile is reloaded. A file vanishing mid-save gives no
+    # fingerprint; "" then makes the reloader's first look a reload.
+    built_from = operator_files_fingerprint(cfg) or ""
     roster, routing = load_roster_and_routing(cfg)
     decider = decider or build_decider(cfg, sessions=sessions, roster_addresses=roster.addresses if roster else None)
     pipeline = Pipeline(sessions, decider, cfg, templates, build_calendar(cfg), clock, roster=roster, routing=routing)

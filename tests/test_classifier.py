@@ -119,3 +119,37 @@ def test_a_model_file_whose_arrays_disagree_is_refused(model, tmp_path):
 def test_a_missing_model_names_the_train_command(tmp_path):
     with pytest.raises(ModelError, match="omo-mailbot train"):
         classifier.load(tmp_path / "nothing.npz")
+
+
+def test_a_model_file_damaged_inside_a_compressed_member_is_refused_with_a_hint(model, tmp_path):
+    path = tmp_path / "damaged.npz"
+    classifier.save(model, path)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(f"{model.families[1].name}.weights.npy")
+    data = bytearray(path.read_bytes())
+    # the member's compressed bytes start after its local header (30 bytes + name + extra field)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 10, start + 60):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="omo-mailbot train"):
+        classifier.load(path)
+
+
+def test_a_single_array_file_is_refused_with_a_hint(tmp_path):
+    path = tmp_path / "weights.npy"
+    np.save(path, np.arange(3.0))
+    with pytest.raises(ModelError, match="omo-mailbot train"):
+        classifier.load(path)
+
+
+def test_weights_in_two_dimensions_are_refused_at_load_not_at_the_first_mail(model, tmp_path):
+    path = tmp_path / "square.npz"
+    classifier.save(model, path)
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    name = model.families[0].name
+    arrays[f"{name}.weights"] = np.stack([arrays[f"{name}.weights"]] * 2, axis=1)
+    np.savez(path, **arrays)
+    with pytest.raises(ModelError, match="one row of numbers"):
+        classifier.load(path)
