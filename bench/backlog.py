@@ -175,6 +175,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         "rss_base": baseline,
         "worker_peak_rss_mb": worker.peak_rss_mb if worker else None,
         "worker_private_mb": worker.private_mb if worker else None,
+        "worker_cpu_seconds": worker.cpu_seconds if worker else None,
         **used,
     }
 

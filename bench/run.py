@@ -278,11 +278,19 @@ def cpu_rows(n: int, floor: dict[str, Any], pipe: dict[str, Any], cores: int) ->
         return []
     floor_ms = 1000 / floor["rate"]
     bound = floor_ms / (pipe["cpu_machine_ms_per_mail"] / cores)
-    return [
+    rows = [
         (f"backlog N={n}: CPU per mail, all processes, floor", f"{floor['cpu_machine_ms_per_mail']:.2f}", "ms", ""),
         (f"backlog N={n}: CPU per mail, all processes, pipeline", f"{pipe['cpu_machine_ms_per_mail']:.2f}", "ms", ""),
         (f"backlog N={n}: ratio if that CPU were spread over {cores} cores", f"{bound:.2f}", "ratio", "upper bound"),
     ]
+    # which side is slower: the service's own process (storing, answering, sending) or the worker
+    wall_ms = 1000 * pipe["seconds"] / pipe["n"]
+    own_ms = 1000 * pipe["cpu_own_seconds"] / pipe["n"]
+    rows.append((f"backlog N={n}: CPU per mail, service process", f"{own_ms:.2f}", "ms", f"wall {wall_ms:.2f} ms"))
+    if pipe.get("worker_cpu_seconds") is not None:
+        worker_ms = 1000 * pipe["worker_cpu_seconds"] / pipe["n"]
+        rows.append((f"backlog N={n}: CPU per mail, decide-ahead worker", f"{worker_ms:.2f}", "ms", ""))
+    return rows
 
 
 def in_process_rows(n: int, b: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -152,6 +152,7 @@ class Preparer:
         self.broken: str | None = None
         self.peak_rss_mb: float | None = None
         self.private_mb: float | None = None
+        self.cpu_seconds: float | None = None  # the worker's user + system time, read when it stops
         self._process: Any = None
         self._conn: Connection | None = None
         # Pages the two processes share stay shared only while neither writes to them. A full
@@ -260,10 +261,21 @@ class Preparer:
         if process.is_alive():
             process.kill()
             process.join(timeout=2.0)
-        log.debug("worker stopped", extra={"peak_rss_mb": self.peak_rss_mb, "private_mb": self.private_mb})
+        log.debug(
+            "worker stopped",
+            extra={"peak_rss_mb": self.peak_rss_mb, "private_mb": self.private_mb, "cpu_seconds": self.cpu_seconds},
+        )
 
     def _read_memory(self, pid: int) -> None:
-        """The worker's peak RSS (pages shared with the service included) and its private memory now."""
+        """The worker's peak RSS (pages shared with the service included), its private memory now, and the
+        CPU it has used (for the benchmark: which of the two processes is the slower side)."""
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                # after the command name in parentheses: fields 14 and 15 of stat(5), utime and stime
+                fields = fh.read().rsplit(")", 1)[1].split()
+            self.cpu_seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             with open(f"/proc/{pid}/status") as fh:
                 for line in fh:

@@ -142,6 +142,7 @@ def test_the_worker_stops_when_the_pass_ends_and_the_service_collects_garbage_ag
     assert _is_zombie_or_gone(pid)
     assert gc.get_freeze_count() == 0
     assert preparer.private_mb is not None and preparer.private_mb > 0  # read before it stopped (bench figure)
+    assert preparer.cpu_seconds is not None and 0 <= preparer.cpu_seconds < 60  # read too (in clock ticks)
 
 
 @pytest.mark.integration
