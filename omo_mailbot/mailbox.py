@@ -177,7 +177,7 @@ class ImapSource:
             large = [u for u in chunk if u in sizes and u not in small]
             bodies = self._call("FETCH BODY.PEEK[]", "fetch", small, ["BODY.PEEK[]"]) if small else {}
             heads = self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]) if large else {}
-            unread = self._unread([u for u in chunk if u not in bodies and u not in heads], bodies)
+            unread = self._unread([u for u in chunk if u not in bodies and u not in heads], bodies, heads, sizes)
             for uid in chunk:
                 if uid in bodies:
                     raw = bodies[uid].get(b"BODY[]") or b""
@@ -201,16 +201,24 @@ class ImapSource:
                 else:  # expunged by another client between SEARCH and FETCH: nothing left to read
                     log.info("a mail was expunged before it could be read", extra={"uid": uid})
 
-    def _unread(self, missing: list[int], bodies: dict[int, Any]) -> set[int]:
-        """Of the UIDs a FETCH skipped, fetch what it can once more (into ``bodies``), and return those
-        that still exist on the server but gave no message. What no longer exists was expunged."""
+    def _unread(
+        self, missing: list[int], bodies: dict[int, Any], heads: dict[int, Any], sizes: dict[int, Any]
+    ) -> set[int]:
+        """Of the UIDs a FETCH skipped, fetch what it can once more (into ``bodies``, or for a mail over the
+        size limit its header into ``heads``, with its size into ``sizes``), and return those that still
+        exist on the server but gave no message. What no longer exists was expunged."""
         if not missing:
             return set()
-        sizes = self._call("FETCH RFC822.SIZE", "fetch", missing, ["RFC822.SIZE"])
-        again = [u for u in missing if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
+        found_sizes = self._call("FETCH RFC822.SIZE", "fetch", missing, ["RFC822.SIZE"])
+        sized = [u for u in missing if u in found_sizes]
+        again = [u for u in sized if int(found_sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
+        large = [u for u in sized if u not in again]
         if again:
             bodies.update(self._call("FETCH BODY.PEEK[]", "fetch", again, ["BODY.PEEK[]"]))
-        left = [u for u in missing if u not in bodies]
+        if large:
+            heads.update(self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]))
+            sizes.update({u: found_sizes[u] for u in large})
+        left = [u for u in missing if u not in bodies and u not in heads]
         if not left:
             return set()
         found = self._call("UID SEARCH", "search", ["UID", ",".join(str(u) for u in left)])

@@ -293,3 +293,37 @@ def test_a_message_expunged_between_search_and_fetch_is_not_an_error(own_dovecot
     source.close()
     assert [f.uid for f in fetched] == [uids[0], uids[2]]
     assert all(f.raw for f in fetched)
+
+
+class _SkipsOneSize(ImapSource):
+    """A server whose first FETCH RFC822.SIZE of a batch leaves one message out."""
+
+    skipped: int = 0
+    sizes_asked: int = 0
+
+    def _call(self, what: str, method: str, *args, **kwargs):
+        answer = super()._call(what, method, *args, **kwargs)
+        if what == "FETCH RFC822.SIZE":
+            self.sizes_asked += 1
+            if self.sizes_asked == 1:
+                answer = {uid: data for uid, data in answer.items() if uid != self.skipped}
+        return answer
+
+
+def test_a_left_out_message_over_the_size_limit_is_read_by_its_header_like_any_large_one(
+    own_dovecot, user, make_config
+):
+    big = mails.preparation().replace(b"\r\n\r\n", b"\r\n\r\n" + b"x" * 76 + b"\r\n", 1) + b"y" * 2_200_000 + b"\r\n"
+    append_all(own_dovecot, user, [mails.preparation(), big, mails.preparation()])
+    cfg = make_config(dovecot=own_dovecot, user=user, extra="[imap]\nmax_message_mb = 1\n")
+    source = _SkipsOneSize(cfg.imap)
+    source.open()
+    uids = source.uids_after(0)
+    source.skipped = uids[1]
+    fetched = {f.uid: f for f in source.fetch(uids)}
+    source.close()
+    assert sorted(fetched) == uids
+    large = fetched[uids[1]]
+    assert large.too_large and large.size > 2_000_000  # its real size, not an empty stand-in
+    assert b"Subject:" in large.raw and b"yyyy" not in large.raw  # the header only
+    assert all(not fetched[u].too_large and fetched[u].raw for u in (uids[0], uids[2]))
