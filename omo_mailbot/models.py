@@ -212,6 +212,7 @@ class OutboxMail(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_recipient", "recipient", "created_at"),
+        Index("ix_outbox_kind_created", "kind", "created_at"),  # the brakes' windows (autoreply.py)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # auto_reply | duty_alert | digest | command_reply | operator_alert
