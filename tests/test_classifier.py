@@ -5,7 +5,9 @@ from __future__ import annotations
 import collections
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,13 +69,22 @@ def test_top_terms_say_what_pushed_the_model(model):
     assert any(w > 0 for w in terms.values())
 
 
-def test_a_model_file_of_another_format_is_refused(model, tmp_path):
-    path = tmp_path / "older.npz"
-    classifier.save(classifier.TrainedModel(model.families, model.intercept, model.calibration, model.meta), path)
+def _saved_with(model: classifier.TrainedModel, path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    """``model`` saved to ``path``, then its arrays changed by ``change`` and written back (as a hand or a
+    bug might)."""
+    classifier.save(model, path)
     with np.load(path) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    arrays["meta_json"] = np.array(json.dumps({**model.meta, "format": 1}))
+    change(arrays)
     np.savez(path, **arrays)
+    return path
+
+
+def test_a_model_file_of_another_format_is_refused(model, tmp_path):
+    def older(arrays: dict[str, Any]) -> None:
+        arrays["meta_json"] = np.array(json.dumps({**model.meta, "format": 1}))
+
+    path = _saved_with(model, tmp_path / "older.npz", older)
     with pytest.raises(ModelError, match=r"format 1, this version reads 2.*omo-mailbot train"):
         classifier.load(path)
 
@@ -94,26 +105,21 @@ def test_a_corrupt_model_file_is_refused_with_a_hint(tmp_path):
 
 
 def test_a_model_file_holding_pickled_objects_is_refused_without_unpickling(model, tmp_path):
-    path = tmp_path / "evil.npz"
-    classifier.save(model, path)
-    with np.load(path) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    arrays["intercept"] = np.array([collections.Counter(a=1)], dtype=object)
-    np.savez(path, **arrays)
+    def pickled(arrays: dict[str, Any]) -> None:
+        arrays["intercept"] = np.array([collections.Counter(a=1)], dtype=object)
+
     with pytest.raises(ModelError, match="omo-mailbot train"):
-        classifier.load(path)
+        classifier.load(_saved_with(model, tmp_path / "evil.npz", pickled))
 
 
 def test_a_model_file_whose_arrays_disagree_is_refused(model, tmp_path):
-    path = tmp_path / "cut.npz"
-    classifier.save(model, path)
-    with np.load(path) as npz:
-        arrays = {name: npz[name] for name in npz.files}
     name = model.families[0].name
-    arrays[f"{name}.idf"] = arrays[f"{name}.idf"][:-1]
-    np.savez(path, **arrays)
+
+    def cut(arrays: dict[str, Any]) -> None:
+        arrays[f"{name}.idf"] = arrays[f"{name}.idf"][:-1]
+
     with pytest.raises(ModelError, match="different lengths"):
-        classifier.load(path)
+        classifier.load(_saved_with(model, tmp_path / "cut.npz", cut))
 
 
 def test_a_missing_model_names_the_train_command(tmp_path):
@@ -144,12 +150,10 @@ def test_a_single_array_file_is_refused_with_a_hint(tmp_path):
 
 
 def test_weights_in_two_dimensions_are_refused_at_load_not_at_the_first_mail(model, tmp_path):
-    path = tmp_path / "square.npz"
-    classifier.save(model, path)
-    with np.load(path) as npz:
-        arrays = {name: npz[name] for name in npz.files}
     name = model.families[0].name
-    arrays[f"{name}.weights"] = np.stack([arrays[f"{name}.weights"]] * 2, axis=1)
-    np.savez(path, **arrays)
+
+    def square(arrays: dict[str, Any]) -> None:
+        arrays[f"{name}.weights"] = np.stack([arrays[f"{name}.weights"]] * 2, axis=1)
+
     with pytest.raises(ModelError, match="one row of numbers"):
-        classifier.load(path)
+        classifier.load(_saved_with(model, tmp_path / "square.npz", square))
