@@ -356,7 +356,7 @@ def table(result: dict[str, Any]) -> str:
                 "",
             ),
             ("explain (parse + decide with explanation), in-process", f"{d['inprocess_rate']:.0f}", "mails/s", ""),
-            (f"training on {d['train_texts']} texts (fit only)", f"{d['train_seconds']:.1f}", "s", ""),
+            (f"training on {d['train_texts']} texts (fit and export)", f"{d['train_seconds']:.1f}", "s", ""),
         ]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'figure':<{width}}  {'value':>17}  unit     note", "-" * (width + 40)]
