@@ -178,6 +178,14 @@ class _Pending:
         return self.mail.from_.addr.lower()[:320] if self.mail.from_ else None
 
 
+# A made-up mail for warm_up(): parsed and decided once at start-up, never stored or answered.
+_WARM_UP_MAIL = (
+    b"From: warm-up <warm-up@omo-mailbot.invalid>\r\nTo: omo@omo-mailbot.invalid\r\n"
+    b"Subject: warm-up\r\nMessage-ID: <warm-up@omo-mailbot.invalid>\r\n\r\n"
+    b"Vanavond demonstratie bij het gemeentehuis; graag advies over de bijeenkomst van volgende week.\r\n"
+)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -201,6 +209,22 @@ class Pipeline:
         # Held while a mail (or a batch) is processed and while a reload swaps the three above, so that a
         # mail is decided, routed and answered with one consistent set: all old or all new.
         self._setup_lock = threading.RLock()
+
+    def warm_up(self) -> None:
+        """Do at start-up what the first mail would otherwise pay for: the holiday tables (importing them
+        took 160 ms), the classifier's vocabularies and the rules (by deciding a made-up mail, which is
+        neither stored nor answered), and the templates of every answer. A failure here is logged, not
+        raised: the first mail would then simply be slower."""
+        started = time.perf_counter()
+        try:
+            now = self.clock()
+            self.calendar.first_digest_day(now, self.cfg.digest.zone, self.cfg.digest.at)
+            parse_and_decide(self.decider, _WARM_UP_MAIL)
+            self.templates.preload()
+        except Exception:
+            log.warning("warming up before the first mail failed; the first mail may be slower", exc_info=True)
+            return
+        log.info("warmed up for the first mail", extra={"warm_up_ms": ms(time.perf_counter() - started)})
 
     def replace_setup(self, decider: Decider, roster: Roster | None, routing: Routing | None) -> None:
         """Swap decider, roster and routing at once; waits for the mail or batch in hand to finish."""

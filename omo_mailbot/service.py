@@ -435,6 +435,7 @@ class Service:
                 self.leader.release()
 
     def run_forever(self) -> None:
+        self.pipeline.warm_up()  # an acute mail arriving first must not wait for lazy start-up work
         sender = threading.Thread(target=self.outbox_forever, name="outbox", daemon=True)
         sender.start()
         reloader = RuleReloader(

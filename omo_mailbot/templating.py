@@ -82,6 +82,12 @@ class Templates:
         _given_as_declared(name, context)
         return self.html_env.get_template(name).render(**context)
 
+    def preload(self) -> None:
+        """Compile every template the service renders that exists, so that the first mail does not pay for it."""
+        for name in VARIABLES:
+            if self.exists(name):
+                (self.html_env if name.endswith(".html") else self.text_env).get_template(name)
+
     def exists(self, name: str) -> bool:
         return (self.directory / name).is_file()
 
