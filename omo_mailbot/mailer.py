@@ -45,15 +45,14 @@ class SmtpMailer:
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
         try:
             conn: smtplib.SMTP
             if cfg.security == "ssl":
-                conn = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=ctx)
+                conn = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=self._tls())
             else:
                 conn = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
                 if cfg.security == "starttls":
-                    conn.starttls(context=ctx)
+                    conn.starttls(context=self._tls())
             if cfg.auth == "xoauth2":
                 if self._token_provider is None:
                     raise SmtpLoginRefused("smtp.auth is xoauth2 but no [oauth] token source is configured")
@@ -75,6 +74,10 @@ class SmtpMailer:
             raise ReceiverUnavailable(f"cannot reach SMTP {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from None
         return conn
 
+    def _tls(self) -> ssl.SSLContext:
+        """Built only for a TLS connection: loading the system's certificates costs milliseconds."""
+        return ssl.create_default_context(cafile=self.cfg.ca_file or None)
+
     def connect(self) -> None:
         """Connect (and log in) now instead of at the first send; ``check-config --live`` uses it."""
         if self._conn is None:
@@ -85,7 +88,11 @@ class SmtpMailer:
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                refused = self._conn.sendmail(envelope_from, [recipient], raw)
+                refused = self._conn.sendmail(envelope_from, [recipient], raw, self._options(envelope_from, recipient))
+            except smtplib.SMTPNotSupportedError:
+                raise PermanentDeliveryError(
+                    "the address is not plain ASCII and the SMTP server does not offer SMTPUTF8 (RFC 6531)"
+                ) from None
             except smtplib.SMTPServerDisconnected:
                 self.close()
                 if attempt == 2:
@@ -104,6 +111,11 @@ class SmtpMailer:
                 code, text = next(iter(refused.values()))
                 raise _classify(code, str(text))
             return
+
+    def _options(self, envelope_from: str, recipient: str) -> list[str]:
+        """MAIL FROM options: SMTPUTF8 when an address is not plain ASCII (our mail then carries it raw in
+        UTF-8, RFC 6532); smtplib refuses that on a server without the extension."""
+        return [] if envelope_from.isascii() and recipient.isascii() else ["SMTPUTF8"]
 
     def _reset(self) -> None:
         try:

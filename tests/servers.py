@@ -247,7 +247,7 @@ class Received:
 class SmtpSink:
     """aiosmtpd in a thread; records every message; can refuse with a chosen code."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, smtputf8: bool = False) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Received] = []
@@ -269,7 +269,9 @@ class SmtpSink:
                 return "250 Message accepted for delivery"
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, ready_timeout=5.0)
+        self.controller = Controller(
+            Handler(), hostname="127.0.0.1", port=self.port, ready_timeout=5.0, enable_SMTPUTF8=smtputf8
+        )
 
     def start(self) -> SmtpSink:
         self.controller.start()
