@@ -27,7 +27,7 @@ import math
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -204,6 +204,24 @@ class TrainedModel:
     def decision(self, text: str) -> float:
         """The calibrated classifier's input for one text (the linear model's decision value)."""
         total = self.intercept
+        for family, keys, tfidf in self._features(text):
+            total += float(tfidf @ family.weights[keys])
+        return total
+
+    def top_terms(self, text: str, k: int = 8) -> list[tuple[str, float]]:
+        """Terms that pushed this text most towards (positive) or away from acute (negative).
+        Character n-grams are shown with a leading ``~``."""
+        contributions: list[tuple[str, float]] = []
+        for family, keys, tfidf in self._features(text):
+            mark = "" if family.analyzer == "word" else "~"
+            for key, v in zip(keys.tolist(), (tfidf * family.weights[keys]).tolist(), strict=True):
+                contributions.append((mark + family.terms[key], v))
+        contributions.sort(key=lambda t: abs(t[1]), reverse=True)
+        return [(n, round(c, 4)) for n, c in contributions[:k]]
+
+    def _features(self, text: str) -> Iterator[tuple[Family, Ids, Floats]]:
+        """Per family with any known term in ``text``: the terms' ids and their tf-idf values, as the
+        vectorizer gives them (1 + log tf, times idf, the family's vector scaled to length 1)."""
         for family, count in zip(self.families, self._counters(), strict=True):
             keys, tf = count(text)
             if keys.size == 0:
@@ -211,26 +229,7 @@ class TrainedModel:
             values = (np.log(tf) + 1.0) * family.idf[keys]
             norm = math.sqrt(float(values @ values))
             if norm > 0.0:
-                total += float(values @ family.weights[keys]) / norm
-        return total
-
-    def top_terms(self, text: str, k: int = 8) -> list[tuple[str, float]]:
-        """Terms that pushed this text most towards (positive) or away from acute (negative).
-        Character n-grams are shown with a leading ``~``."""
-        contributions: list[tuple[str, float]] = []
-        for family, count in zip(self.families, self._counters(), strict=True):
-            keys, tf = count(text)
-            if keys.size == 0:
-                continue
-            values = (np.log(tf) + 1.0) * family.idf[keys]
-            norm = math.sqrt(float(values @ values))
-            if norm == 0.0:
-                continue
-            mark = "" if family.analyzer == "word" else "~"
-            for key, v in zip(keys.tolist(), (values * family.weights[keys] / norm).tolist(), strict=True):
-                contributions.append((mark + family.terms[key], v))
-        contributions.sort(key=lambda t: abs(t[1]), reverse=True)
-        return [(n, round(c, 4)) for n, c in contributions[:k]]
+                yield family, keys, values / norm
 
     def _probability(self, decision: float) -> float:
         a, b = self.calibration
