@@ -172,12 +172,8 @@ class ImapSource:
         batch = max(1, self.cfg.batch_size)
         for start in range(0, len(uids), batch):
             chunk = list(uids[start : start + batch])
-            sizes = self._call("FETCH RFC822.SIZE", "fetch", chunk, ["RFC822.SIZE"])
-            small = [u for u in chunk if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
-            large = [u for u in chunk if u in sizes and u not in small]
-            bodies = self._call("FETCH BODY.PEEK[]", "fetch", small, ["BODY.PEEK[]"]) if small else {}
-            heads = self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]) if large else {}
-            unread = self._unread([u for u in chunk if u not in bodies and u not in heads], bodies, heads, sizes)
+            sizes, bodies, heads = self._read(chunk)
+            unread = self._unread([u for u in chunk if u not in bodies and u not in heads], sizes, bodies, heads)
             for uid in chunk:
                 if uid in bodies:
                     raw = bodies[uid].get(b"BODY[]") or b""
@@ -201,23 +197,26 @@ class ImapSource:
                 else:  # expunged by another client between SEARCH and FETCH: nothing left to read
                     log.info("a mail was expunged before it could be read", extra={"uid": uid})
 
+    def _read(self, uids: list[int]) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
+        """One look at ``uids``: their sizes, the whole message of those within the size limit, and the
+        header and structure of the others. A UID the server leaves out is in none of the three."""
+        sizes = self._call("FETCH RFC822.SIZE", "fetch", uids, ["RFC822.SIZE"])
+        small = [u for u in uids if u in sizes and int(sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
+        large = [u for u in uids if u in sizes and u not in small]
+        bodies = self._call("FETCH BODY.PEEK[]", "fetch", small, ["BODY.PEEK[]"]) if small else {}
+        heads = self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]) if large else {}
+        return sizes, bodies, heads
+
     def _unread(
-        self, missing: list[int], bodies: dict[int, Any], heads: dict[int, Any], sizes: dict[int, Any]
+        self, missing: list[int], sizes: dict[int, Any], bodies: dict[int, Any], heads: dict[int, Any]
     ) -> set[int]:
-        """Of the UIDs a FETCH skipped, fetch what it can once more (into ``bodies``, or for a mail over the
-        size limit its header into ``heads``, with its size into ``sizes``), and return those that still
-        exist on the server but gave no message. What no longer exists was expunged."""
+        """Of the UIDs a FETCH skipped, read what it can once more (into ``sizes``, ``bodies`` and
+        ``heads``, as the first look did), and return those that still exist on the server but gave no
+        message. What no longer exists was expunged."""
         if not missing:
             return set()
-        found_sizes = self._call("FETCH RFC822.SIZE", "fetch", missing, ["RFC822.SIZE"])
-        sized = [u for u in missing if u in found_sizes]
-        again = [u for u in sized if int(found_sizes[u].get(b"RFC822.SIZE", 0)) <= self.max_bytes]
-        large = [u for u in sized if u not in again]
-        if again:
-            bodies.update(self._call("FETCH BODY.PEEK[]", "fetch", again, ["BODY.PEEK[]"]))
-        if large:
-            heads.update(self._call("FETCH HEADER", "fetch", large, ["BODY.PEEK[HEADER]", "BODYSTRUCTURE"]))
-            sizes.update({u: found_sizes[u] for u in large})
+        for seen, more in zip((sizes, bodies, heads), self._read(missing), strict=True):
+            seen.update(more)
         left = [u for u in missing if u not in bodies and u not in heads]
         if not left:
             return set()

@@ -11,6 +11,7 @@ on with the next one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -178,6 +179,22 @@ class _Pending:
         return self.mail.from_.addr.lower()[:320] if self.mail.from_ else None
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _with_one_setup(method: Callable[Concatenate[Pipeline, _P], _R]) -> Callable[Concatenate[Pipeline, _P], _R]:
+    """Run a Pipeline method holding its setup lock, so that a reload (:meth:`Pipeline.replace_setup`)
+    waits for it: the mail or batch sees one decider, roster and routing from start to end."""
+
+    @functools.wraps(method)
+    def held(pipeline: Pipeline, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with pipeline._setup_lock:
+            return method(pipeline, *args, **kwargs)
+
+    return held
+
+
 # A made-up mail for warm_up(): parsed and decided once at start-up, never stored or answered.
 _WARM_UP_MAIL = (
     b"From: warm-up <warm-up@omo-mailbot.invalid>\r\nTo: omo@omo-mailbot.invalid\r\n"
@@ -231,6 +248,7 @@ class Pipeline:
         with self._setup_lock:
             self.decider, self.roster, self.routing = decider, roster, routing
 
+    @_with_one_setup
     def process(
         self,
         mailbox: str,
@@ -249,12 +267,6 @@ class Pipeline:
         the mail itself becomes an error case. ``prepared`` is the mail already parsed and decided (by
         :class:`~omo_mailbot.prepare.Preparer`); without it the mail is parsed and decided here.
         """
-        with self._setup_lock:
-            return self._process_alone(mailbox, uidvalidity, fetched, retry=retry, prepared=prepared)
-
-    def _process_alone(
-        self, mailbox: str, uidvalidity: int, fetched: FetchedMail, *, retry: bool, prepared: Prepared | None
-    ) -> Outcome:
         now = self.clock()
         try:
             with self.sessions.begin() as s:
@@ -288,6 +300,7 @@ class Pipeline:
             with self.sessions.begin() as s:
                 return self._store_failure(s, mailbox, uidvalidity, fetched, now, "error", error, readable=False)
 
+    @_with_one_setup
     def process_batch(
         self,
         mailbox: str,
@@ -308,18 +321,8 @@ class Pipeline:
         ``decided_by`` the decider it used. When a reload has replaced that decider since, the prepared
         decisions are set aside and the batch is decided here with the new one.
         """
-        with self._setup_lock:
-            if decided_by is not None and decided_by is not self.decider:
-                prepared = None
-            return self._process_batch(mailbox, uidvalidity, batch, prepared)
-
-    def _process_batch(
-        self,
-        mailbox: str,
-        uidvalidity: int,
-        batch: Sequence[FetchedMail],
-        prepared: Sequence[Prepared | None] | None,
-    ) -> list[Outcome]:
+        if decided_by is not None and decided_by is not self.decider:
+            prepared = None
         ahead: Sequence[Prepared | None] = prepared if prepared is not None else [None] * len(batch)
         if len(ahead) != len(batch):
             raise ValueError(f"{len(ahead)} prepared mails for a batch of {len(batch)}")

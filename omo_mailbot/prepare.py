@@ -251,7 +251,7 @@ class Preparer:
             self._frozen = False
         if process is None:
             return
-        self._read_memory(int(process.pid))
+        self._read_usage(int(process.pid))
         if conn is not None:
             if not at_once:
                 with contextlib.suppress(OSError, ValueError):
@@ -266,7 +266,7 @@ class Preparer:
             extra={"peak_rss_mb": self.peak_rss_mb, "private_mb": self.private_mb, "cpu_seconds": self.cpu_seconds},
         )
 
-    def _read_memory(self, pid: int) -> None:
+    def _read_usage(self, pid: int) -> None:
         """The worker's peak RSS (pages shared with the service included), its private memory now, and the
         CPU it has used (for the benchmark: which of the two processes is the slower side)."""
         try:

@@ -198,6 +198,7 @@ class Service:
         state: ServiceState | None = None,
         leader: Leadership | None = None,
         digests: DigestRunner | None = None,
+        built_from: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.sessions = sessions
@@ -208,7 +209,7 @@ class Service:
         self.leader: Leadership = leader or SoleLeader()
         self.last_purge: datetime | None = None
         self.digests = digests
-        self.built_from: str | None = None  # fingerprint of the operator files the pipeline was built from
+        self.built_from = built_from  # fingerprint of the operator files the pipeline was built from
 
     def run_digests(self) -> None:
         """The scheduler's job: queue today's digests (once per person per day) and wake the sender.
@@ -523,6 +524,15 @@ def build_service(
             holder=cfg.service.instance_name,
             lease_seconds=cfg.service.leader_check_seconds * 3,
         )
-    service = Service(cfg, sessions, build_source(cfg), pipeline, outbox, state=state, leader=leader, digests=digests)
-    service.built_from = built_from
+    service = Service(
+        cfg,
+        sessions,
+        build_source(cfg),
+        pipeline,
+        outbox,
+        state=state,
+        leader=leader,
+        digests=digests,
+        built_from=built_from,
+    )
     return service, engine
