@@ -128,6 +128,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
     logs.setup(cfg.service.log_level, "json")  # as in production: one JSON line per decision (stderr)
     t0 = time.perf_counter()
     service, engine = build_service(cfg)
+    service.pipeline.warm_up()  # as `run` does before its first pass: start-up work is not per-mail work
     built = time.perf_counter() - t0
     baseline = peak_rss_mb()
     profiler: Any = None
@@ -176,6 +177,7 @@ def pipeline(config: str, profile: str | None = None) -> dict[str, Any]:
         "worker_peak_rss_mb": worker.peak_rss_mb if worker else None,
         "worker_private_mb": worker.private_mb if worker else None,
         "worker_cpu_seconds": worker.cpu_seconds if worker else None,
+        "kept_by_the_service": worker.balance.kept_in_all if worker and worker.balance else None,
         **used,
     }
 

@@ -290,6 +290,9 @@ def cpu_rows(n: int, floor: dict[str, Any], pipe: dict[str, Any], cores: int) ->
     if pipe.get("worker_cpu_seconds") is not None:
         worker_ms = 1000 * pipe["worker_cpu_seconds"] / pipe["n"]
         rows.append((f"backlog N={n}: CPU per mail, decide-ahead worker", f"{worker_ms:.2f}", "ms", ""))
+    if pipe.get("kept_by_the_service") is not None:
+        share = 100 * pipe["kept_by_the_service"] / pipe["n"]
+        rows.append((f"backlog N={n}: parsed and decided by the service itself", f"{share:.0f}", "%", "balance"))
     return rows
 
 

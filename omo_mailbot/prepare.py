@@ -24,6 +24,12 @@ The two sides alternate on one pipe and never write at the same time: the
 service sends batch k+1 only after it has read the answer for batch k, while the
 worker waits to read. (Two processes writing large messages to each other at
 once would both block on a full pipe.)
+
+The two sides share the work: when the service has to wait for the worker's
+answer, the worker is the slower side, and the service keeps a few more mails of
+each following batch to parse and decide itself; when the answer is already
+there, the worker was idle, and it gets them back (:class:`Balance`). On two
+cores this keeps both busy instead of one waiting for the other.
 """
 
 from __future__ import annotations
@@ -85,19 +91,51 @@ MAIL_BYTES = 1_000_000
 BATCH_BYTES = 8_000_000
 
 
-def _wanted(batch: Sequence[FetchedMail]) -> list[bytes | None]:
-    """Per mail, the bytes to send to the worker, or None for what the service keeps: a mail over its
-    size limit or over ``MAIL_BYTES``, an empty body, and any mail that would take the batch's bytes
-    past ``BATCH_BYTES``."""
+def _wanted(batch: Sequence[FetchedMail], kept: int = 0) -> list[bytes | None]:
+    """Per mail, the bytes to send to the worker, or None for what the service keeps: the last ``kept``
+    mails of the batch (its share of the work), a mail over its size limit or over ``MAIL_BYTES``, an
+    empty body, and any mail that would take the batch's bytes past ``BATCH_BYTES``."""
     out: list[bytes | None] = []
     budget = BATCH_BYTES
-    for fetched in batch:
+    handed = len(batch) - kept
+    for index, fetched in enumerate(batch):
         raw = fetched.raw
-        keep = fetched.too_large or not raw or raw.isspace() or len(raw) > min(MAIL_BYTES, budget)
+        keep = index >= handed or fetched.too_large or not raw or raw.isspace() or len(raw) > min(MAIL_BYTES, budget)
         out.append(None if keep else raw)
         if not keep:
             budget -= len(raw)
     return out
+
+
+class Balance:
+    """How many mails of each batch the service parses and decides itself, so that neither side waits.
+
+    After each answer: if the service had to wait for it (longer than ``WAITED``), the worker is the
+    slower side and the service keeps ``step`` more mails of the following batches; if the answer was
+    there before the service asked, the worker had been idle and gets ``step`` back. The service never
+    keeps more than half a batch: it also stores, answers and fetches. Starting from 0 it settles within
+    a few dozen batches and then moves by one step around the point where both sides take as long.
+    """
+
+    WAITED = 0.001  # seconds: less is the cost of the handover itself, not waiting
+
+    def __init__(self) -> None:
+        self.kept = 0  # mails at the end of each batch the service keeps for itself
+        self.kept_in_all = 0  # over the pass, for the benchmark and the debug log
+
+    def take(self, size: int) -> int:
+        """The service's share of a batch of ``size`` mails about to be handed over."""
+        share = min(self.kept, size // 2)
+        self.kept_in_all += share
+        return share
+
+    def answered(self, waited: float, size: int) -> None:
+        """Adjust after an answer for a batch of ``size`` mails that the service waited ``waited`` s for."""
+        step = max(1, size // 50)
+        if waited > self.WAITED:
+            self.kept = min(self.kept + step, size // 2)
+        else:
+            self.kept = max(self.kept - step, 0)
 
 
 def _serve(conn: Connection, parent_end: Connection, decider: Decider, service_pid: int) -> None:  # pragma: no cover
@@ -146,9 +184,10 @@ class Preparer:
     killed and the rest of the pass runs in-process.
     """
 
-    def __init__(self, decider: Decider, *, timeout: float = 120.0) -> None:
+    def __init__(self, decider: Decider, *, timeout: float = 120.0, share: bool = True) -> None:
         self.decider = decider  # what the worker decides with: a reload replaces the service's, not this
         self.timeout = timeout
+        self.balance = Balance() if share else None  # None: the worker gets every mail it can take
         self.broken: str | None = None
         self.peak_rss_mb: float | None = None
         self.private_mb: float | None = None
@@ -210,8 +249,9 @@ class Preparer:
     def _send(self, batch: Sequence[FetchedMail]) -> None:
         if self._conn is None:
             return
+        kept = self.balance.take(len(batch)) if self.balance is not None else 0
         try:
-            self._conn.send(_wanted(batch))
+            self._conn.send(_wanted(batch, kept))
         except (OSError, ValueError) as exc:
             self._give_up(f"could not be sent a batch: {type(exc).__name__}: {exc}")
 
@@ -220,9 +260,13 @@ class Preparer:
         if self._conn is None:
             return nothing
         try:
-            if not self._conn.poll(self.timeout):
-                self._give_up(f"gave no answer within {self.timeout:g} s")
-                return nothing
+            waited = 0.0
+            if not self._conn.poll():
+                started = time.perf_counter()
+                if not self._conn.poll(self.timeout):
+                    self._give_up(f"gave no answer within {self.timeout:g} s")
+                    return nothing
+                waited = time.perf_counter() - started
             answers: list[Prepared | None] = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._give_up(f"stopped: {type(exc).__name__}")
@@ -230,6 +274,8 @@ class Preparer:
         if len(answers) != len(batch):  # cannot happen with _serve; never pair answers with the wrong mails
             self._give_up(f"answered {len(answers)} mails for a batch of {len(batch)}")
             return nothing
+        if self.balance is not None:
+            self.balance.answered(waited, len(batch))
         return answers
 
     def _give_up(self, why: str) -> None:
@@ -263,7 +309,12 @@ class Preparer:
             process.join(timeout=2.0)
         log.debug(
             "worker stopped",
-            extra={"peak_rss_mb": self.peak_rss_mb, "private_mb": self.private_mb, "cpu_seconds": self.cpu_seconds},
+            extra={
+                "peak_rss_mb": self.peak_rss_mb,
+                "private_mb": self.private_mb,
+                "cpu_seconds": self.cpu_seconds,
+                "kept_by_the_service": self.balance.kept_in_all if self.balance is not None else 0,
+            },
         )
 
     def _read_usage(self, pid: int) -> None:

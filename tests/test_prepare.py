@@ -16,7 +16,7 @@ from omo_mailbot.errors import TransientMailboxError
 from omo_mailbot.mail import ParsedMail
 from omo_mailbot.mailbox import FetchedMail
 from omo_mailbot.models import Message, Verdict
-from omo_mailbot.prepare import BATCH_BYTES, MAIL_BYTES, Prepared, Preparer, _wanted, prepare
+from omo_mailbot.prepare import BATCH_BYTES, MAIL_BYTES, Balance, Prepared, Preparer, _wanted, prepare
 from omo_mailbot.service import build_decider, build_service
 from omo_mailbot.verdict import Decider, Decision
 
@@ -53,7 +53,7 @@ def _same_decision(ahead: Prepared, decider: Decider, raw: bytes) -> None:
 
 def test_the_worker_decides_every_mail_as_the_service_would(decider: Decider) -> None:
     raws = _mixed(7)
-    with Preparer(decider) as preparer:
+    with Preparer(decider, share=False) as preparer:
         assert preparer.pid is not None and preparer.pid != os.getpid()
         seen = list(preparer.ahead(_batches(raws, 3)))
     assert [len(batch) for batch, _ in seen] == [3, 3, 1]
@@ -73,7 +73,7 @@ def test_what_the_worker_cannot_read_is_left_to_the_service(decider: Decider) ->
         FetchedMail(uid=3, raw=b"Subject: x\r\n\r\nbody", size=10**9, too_large=True),
         FetchedMail(uid=4, raw=b"\x00\x01 not a mail at all", size=20),
     ]
-    with Preparer(decider) as preparer:
+    with Preparer(decider, share=False) as preparer:
         [(_, answers)] = list(preparer.ahead(iter([batch])))
     assert isinstance(answers[0], Prepared)
     assert answers[1] is None and answers[2] is None
@@ -82,7 +82,7 @@ def test_what_the_worker_cannot_read_is_left_to_the_service(decider: Decider) ->
 
 def test_a_worker_that_dies_leaves_the_rest_of_the_pass_to_the_service(decider: Decider) -> None:
     raws = _mixed(9)
-    with Preparer(decider) as preparer:
+    with Preparer(decider, share=False) as preparer:
         stream = preparer.ahead(_batches(raws, 3))
         _, first = next(stream)
         assert all(a is not None for a in first)
@@ -182,7 +182,7 @@ def test_a_failed_fetch_of_the_next_batch_does_not_cost_the_batch_in_hand(decide
         yield first
         raise TransientMailboxError("FETCH failed")
 
-    with Preparer(decider) as preparer:
+    with Preparer(decider, share=False) as preparer:
         stream = preparer.ahead(batches())
         batch, answers = next(stream)  # stored and marked by the service before the error goes up
         assert batch == first and all(isinstance(a, Prepared) for a in answers)
@@ -285,3 +285,40 @@ def test_decisions_prepared_with_a_replaced_decider_are_set_aside(make_config) -
         scores = [float(v) for (v,) in s.execute(select(Verdict.score).join(Message).order_by(Message.uid))]
     assert scores == [-99.0, -99.0]  # both decided again, with the decider the reload brought
     engine.dispose()
+
+
+def test_the_service_takes_a_share_of_the_work_while_it_waits_for_the_worker() -> None:
+    balance = Balance()
+    assert balance.take(100) == 0  # at first the worker gets everything
+    for _ in range(5):
+        balance.answered(waited=0.05, size=100)  # the service had to wait: the worker is the slower side
+    assert balance.take(100) == 10
+    assert balance.take(7) == 3  # never more than half a batch
+    balance.answered(waited=0.0, size=100)  # the answer was there already: the worker had been idle
+    assert balance.take(100) == 8
+    for _ in range(100):
+        balance.answered(waited=0.05, size=100)
+    assert balance.take(100) == 50
+    for _ in range(100):
+        balance.answered(waited=0.0, size=100)
+    assert balance.take(100) == 0
+    assert balance.kept_in_all == 10 + 3 + 8 + 50
+
+
+def test_the_mails_the_service_keeps_are_the_end_of_the_batch() -> None:
+    batch = [FetchedMail(uid=i, raw=mails.acute(), size=100) for i in range(1, 6)]
+    handed = _wanted(batch, kept=2)
+    assert [raw is not None for raw in handed] == [True, True, True, False, False]
+
+
+def test_a_slow_worker_leaves_part_of_each_batch_to_the_service(decider: Decider) -> None:
+    raws = _mixed(40)
+    with Preparer(decider) as preparer:
+        seen = list(preparer.ahead(_batches(raws, 4)))  # nothing to do between answers: the service waits
+    answers = [a for _, batch_answers in seen for a in batch_answers]
+    kept = [a is None for a in answers]
+    assert preparer.balance is not None and preparer.balance.kept_in_all == sum(kept) > 0
+    assert not any(kept[:4])  # the first batch went to the worker whole
+    for ahead, raw in zip(answers, raws, strict=True):
+        if ahead is not None:
+            _same_decision(ahead, decider, raw)
