@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from .config import AutoReplyConfig, SmtpConfig
+from .hotsql import HotStatement
 from .mail import Address, ParsedMail, normalise_address
 from .models import Bounce, OutboxMail, table_of
 from .outgoing import machine_mail, new_message_id
@@ -72,24 +73,26 @@ def _replies_since(since: str) -> Select[Any]:
 
 # The four counts of the brakes in one statement (one round trip, one snapshot), each a scalar
 # subquery with its own window: in this thread, to this mailbox, in total, and hard bounces.
-_BRAKES = select(
-    _replies_since("thread_since")
-    .where(_same_mailbox(_OUT.c.recipient), _OUT.c.thread_key == bindparam("thread"))
-    .scalar_subquery(),
-    _replies_since("sender_since").where(_same_mailbox(_OUT.c.recipient)).scalar_subquery(),
-    _replies_since("hour_since").scalar_subquery(),
-    select(func.count(_BOUNCES.c.id))
-    .where(_same_mailbox(_BOUNCES.c.address), _BOUNCES.c.at >= bindparam("bounce_since"))
-    .scalar_subquery(),
+_BRAKES = HotStatement(
+    select(
+        _replies_since("thread_since")
+        .where(_same_mailbox(_OUT.c.recipient), _OUT.c.thread_key == bindparam("thread"))
+        .scalar_subquery(),
+        _replies_since("sender_since").where(_same_mailbox(_OUT.c.recipient)).scalar_subquery(),
+        _replies_since("hour_since").scalar_subquery(),
+        select(func.count(_BOUNCES.c.id))
+        .where(_same_mailbox(_BOUNCES.c.address), _BOUNCES.c.at >= bindparam("bounce_since"))
+        .scalar_subquery(),
+    )
 )
 
 
 def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thread: str, now: datetime) -> str | None:
     """Why the brakes forbid a reply to ``recipient`` now, or None.
 
-    The counts go through the session, which first writes what is pending (a bounce
-    recorded earlier in the same batch counts); they are one statement, built once, so
-    every instance on the database sees the rows the others committed. Addresses are
+    The session first writes what it holds pending (a bounce recorded earlier in the same
+    batch counts); the counts are one statement, built once, so every instance on the
+    database sees the rows the others committed. Addresses are
     compared as mailboxes (:func:`~omo_mailbot.mail.normalise_address`): ``victim+1@x``,
     ``victim+2@x`` and ``victim@x`` share one budget and one bounce block. Without a
     ``thread`` there is no thread limit.
@@ -104,7 +107,8 @@ def rate_limit_block(session: Session, cfg: AutoReplyConfig, recipient: str, thr
         "hour_since": now - timedelta(hours=1),
         "bounce_since": now - timedelta(days=cfg.bounce_block_days),
     }
-    in_thread, to_sender, in_hour, bounced = session.execute(_BRAKES, params).one()
+    session.flush()  # the statement runs on the driver's cursor, past the session's autoflush
+    in_thread, to_sender, in_hour, bounced = _BRAKES.row(session, params)
     if thread and int(in_thread) >= cfg.per_thread_max:
         return f"rate-limit-thread: already answered this conversation in the last {cfg.per_thread_window_hours:g} h"
     if int(to_sender) >= cfg.per_sender_max:

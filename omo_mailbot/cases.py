@@ -9,6 +9,7 @@ follow-up on a closed case reopens it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,15 +17,20 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from .hotsql import HotStatement
 from .mail import ParsedMail
-from .models import Case, CaseEvent, Counter, Message, OutboxMail, insert_loaded, table_of
+from .models import Case, CaseEvent, Counter, Message, OutboxMail, table_of
 
 REFERENCE = re.compile(r"\bOMO-(\d{4})-(\d{4,6})\b", re.IGNORECASE)
 SYSTEM = "omo-mailbot"
 
 
 _COUNTER = table_of(Counter)
-_INSERT_EVENT = insert(table_of(CaseEvent))
+_CASES = table_of(Case)
+_EVENT_COLUMNS = ("case_id", "at", "actor", "action", "detail")
+_INSERT_EVENT = HotStatement(insert(table_of(CaseEvent)), _EVENT_COLUMNS)
+_CASE_COLUMNS = tuple(c.key for c in _CASES.columns if not c.primary_key)
+_INSERT_CASE = HotStatement(insert(_CASES).returning(_CASES.c.id), _CASE_COLUMNS)
 
 
 def _bump(insert_for: Any) -> Any:
@@ -35,25 +41,30 @@ def _bump(insert_for: Any) -> Any:
     return bumped.returning(_COUNTER.c.value)
 
 
-_BUMPS = {"postgresql": _bump(postgresql.insert), "sqlite": _bump(sqlite.insert)}
+_BUMPS = {"postgresql": HotStatement(_bump(postgresql.insert)), "sqlite": HotStatement(_bump(sqlite.insert))}
 
 
 def next_reference(session: Session, year: int) -> str:
     """The next case reference of ``year``. One upsert of the year's counter row: its row lock
     serialises concurrent instances on PostgreSQL (SQLite has one writer anyway)."""
-    conn = session.connection()
-    value = conn.execute(_BUMPS[conn.dialect.name], {"counter": f"case-{year}"}).scalar_one()
+    (value,) = _BUMPS[session.connection().dialect.name].row(session, {"counter": f"case-{year}"})
     return f"OMO-{year}-{int(value):04d}"
 
 
+def insert_event(session: Session, case_id: int, actor: str, action: str, detail: str | None, now: datetime) -> None:
+    """Append one entry to a case's history and nothing else: for a case whose ``updated_at`` is
+    already ``now`` (opened or followed up by this same mail), by the system (no ``last_action_at``)."""
+    _INSERT_EVENT.run(session, {"case_id": case_id, "at": now, "actor": actor, "action": action, "detail": detail})
+
+
 def add_event(session: Session, case: Case, actor: str, action: str, detail: str | None, now: datetime) -> None:
-    """Append to a case's history (one INSERT; nothing holds events as objects)."""
+    """Append to a case's history (one INSERT; nothing holds events as objects) and mark the case
+    as changed now, and as acted on when a person did it."""
     if case.id is None:
         session.flush()  # a case added but not yet written gets its id first
-    session.connection().execute(
-        _INSERT_EVENT, [{"case_id": case.id, "at": now, "actor": actor, "action": action, "detail": detail}]
-    )
-    case.updated_at = now
+    insert_event(session, case.id, actor, action, detail, now)
+    if case.updated_at != now:  # assigning an equal value would still make the object dirty
+        case.updated_at = now
     if actor != SYSTEM:
         case.last_action_at = now
 
@@ -80,6 +91,20 @@ def find_thread_case(session: Session, mail: ParsedMail) -> Case | None:
     return None
 
 
+@dataclass(frozen=True)
+class Opened:
+    """A case as the pipeline needs it once the mail is filed: its id, its reference, and why a human
+    must look at it (None when nothing needs one)."""
+
+    id: int
+    reference: str
+    needs_human_reason: str | None
+
+    @classmethod
+    def of(cls, case: Case) -> Opened:
+        return cls(case.id, case.reference, case.needs_human_reason if case.needs_human else None)
+
+
 def open_case(
     session: Session,
     *,
@@ -87,38 +112,42 @@ def open_case(
     subject: str | None,
     requester: str | None,
     now: datetime,
-    topics: list[str] | None = None,
     needs_human_reason: str | None = None,
     year: int | None = None,
-) -> Case:
-    """A new case numbered in ``year`` (default: the UTC year of ``now``; the pipeline passes the local year)."""
-    case = Case(
-        reference=next_reference(session, year or now.year),
-        status="new",
-        label=label,
-        needs_human=needs_human_reason is not None,
-        needs_human_reason=needs_human_reason,
-        topics=topics or [],
-        subject=subject,
-        requester=requester,
-        created_at=now,
-        updated_at=now,
-        last_action_at=now,
-    )
-    insert_loaded(session, case)
+) -> Opened:
+    """A new case numbered in ``year`` (default: the UTC year of ``now``; the pipeline passes the local
+    year), written with two INSERTs and its "created" entry; no object of it stays in the session
+    (load it with ``session.get(Case, opened.id)`` to change it)."""
+    reference = next_reference(session, year or now.year)
+    row = {
+        "reference": reference,
+        "status": "new",
+        "label": label,
+        "needs_human": needs_human_reason is not None,
+        "needs_human_reason": needs_human_reason,
+        "assignee": None,
+        "topics": [],
+        "referred_to": None,
+        "subject": subject,
+        "requester": requester,
+        "created_at": now,
+        "updated_at": now,
+        "last_action_at": now,
+    }
+    (case_id,) = _INSERT_CASE.row(session, row)
     detail = f"label {label}" + (f"; needs a human: {needs_human_reason}" if needs_human_reason else "")
-    add_event(session, case, SYSTEM, "created", detail, now)
-    return case
+    insert_event(session, int(case_id), SYSTEM, "created", detail, now)
+    return Opened(int(case_id), reference, needs_human_reason)
 
 
-def follow_up(session: Session, case: Case, message: Message, label: str, now: datetime) -> None:
-    """Attach a follow-up mail; reopen a closed case; an acute follow-up makes the case acute."""
-    message.case_id = case.id
+def follow_up(session: Session, case: Case, message_id: int, label: str, now: datetime) -> None:
+    """Record a follow-up mail (already filed under ``case``); reopen a closed case; an acute follow-up
+    makes the case acute."""
     if case.status == "closed":
         case.status = "assigned" if case.assignee else "new"
         add_event(session, case, SYSTEM, "reopened", "a follow-up arrived on a closed case", now)
     else:
-        add_event(session, case, SYSTEM, "follow-up", f"message {message.id} ({label})", now)
+        add_event(session, case, SYSTEM, "follow-up", f"message {message_id} ({label})", now)
     if label == "acute" and case.label != "acute":
         add_event(session, case, SYSTEM, "relabelled", f"{case.label} -> acute by a follow-up", now)
         case.label = "acute"

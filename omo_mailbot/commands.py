@@ -70,7 +70,9 @@ class Result:
 def find_commands(text: str) -> list[Command]:
     """The command lines in ``text`` (the new text of a mail), at most :data:`MAX_COMMANDS`."""
     out: list[Command] = []
-    for m in COMMAND.finditer(text or ""):
+    if not text or "#" not in text:  # every command line has one; the multi-line scan costs ~70 µs a mail
+        return out
+    for m in COMMAND.finditer(text):
         rest = m.group(2).strip()
         ref_match = _REF.match(rest)
         reference = ref_match.group(1).upper() if ref_match else None
@@ -330,7 +332,7 @@ def build_reply(
 def process_command_mail(
     session: Session,
     mail: ParsedMail,
-    message: Message,
+    stored_id: int,
     commands: list[Command],
     roster: Roster,
     cfg: Config,
@@ -362,6 +364,6 @@ def process_command_mail(
         message_id=message_id,
         now=now,
         envelope_from=cfg.smtp.envelope_from,
-        source_message_id=message.id,
+        source_message_id=stored_id,
     )
     return results, True

@@ -7,7 +7,7 @@ schema is the source of truth. Changes go through Alembic (migrations/).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -25,11 +25,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    insert,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, make_transient_to_detached, mapped_column
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -67,38 +65,6 @@ class Base(DeclarativeBase):
 def table_of(model: type[Base]) -> Table:
     """The Core table of a mapped class, for the statements the hot path issues without the ORM."""
     return cast(Table, model.__table__)
-
-
-_INSERTS: dict[str, Insert] = {}
-_Row = TypeVar("_Row", bound=Base)
-
-
-def insert_loaded(session: Session, row: _Row) -> _Row:
-    """Write a new object with one INSERT and attach it to ``session`` as if it had been loaded.
-
-    The unit of work spends about 0.25 ms per object and flush; the hot path writes a
-    message and a case for every mail and needs their ids at once. Every column must be
-    set on ``row`` (a Python-side default is not applied here: a column that has one and
-    is None raises). Later changes to the object are flushed as UPDATEs, as usual.
-    """
-    table = table_of(type(row))
-    values: dict[str, Any] = {}
-    for column in table.columns:
-        if column.primary_key:
-            continue
-        value = getattr(row, column.key)
-        if value is None and column.default is not None:
-            raise ValueError(f"{table.name}.{column.key} has a default; set it explicitly")
-        values[column.key] = value
-    statement = _INSERTS.get(table.name)
-    if statement is None:
-        statement = _INSERTS[table.name] = insert(table)
-    result = session.connection().execute(statement, values)
-    (key,) = result.inserted_primary_key or (None,)
-    row.id = key  # type: ignore[attr-defined]
-    make_transient_to_detached(row)
-    session.add(row)
-    return row
 
 
 class MailboxCursor(Base):

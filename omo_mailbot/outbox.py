@@ -23,16 +23,49 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import SmtpConfig
 from .errors import PermanentDeliveryError, ReceiverUnavailable, TransientDeliveryError
+from .hotsql import HotStatement
 from .mailer import Mailer
-from .models import OutboxMail
+from .models import OutboxMail, table_of
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+
+
+def _row(
+    kind: str,
+    raw: bytes,
+    recipient: str,
+    message_id: str,
+    now: datetime,
+    envelope_from: str,
+    thread_key: str | None,
+    source_message_id: int | None,
+    case_id: int | None,
+) -> dict[str, Any]:
+    """Every column of a new outbox row: pending, due now, never tried."""
+    return {
+        "kind": kind,
+        "message_id_header": message_id,
+        "recipient": recipient.lower(),
+        "envelope_from": envelope_from,
+        "thread_key": thread_key,
+        "raw": raw,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "lease_until": None,
+        "lease_holder": None,
+        "last_error": None,
+        "created_at": now,
+        "sent_at": None,
+        "source_message_id": source_message_id,
+        "case_id": case_id,
+    }
 
 
 def enqueue(
@@ -48,23 +81,34 @@ def enqueue(
     source_message_id: int | None = None,
     case_id: int | None = None,
 ) -> OutboxMail:
-    row = OutboxMail(
-        kind=kind,
-        message_id_header=message_id,
-        recipient=recipient.lower(),
-        envelope_from=envelope_from,
-        thread_key=thread_key,
-        raw=raw,
-        status="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-        source_message_id=source_message_id,
-        case_id=case_id,
-    )
+    """Queue a mail in the caller's transaction; the row as an object of the session."""
+    values = _row(kind, raw, recipient, message_id, now, envelope_from, thread_key, source_message_id, case_id)
+    row = OutboxMail(**values)
     session.add(row)
     session.flush()
     return row
+
+
+_OUTBOX = table_of(OutboxMail)
+_INSERT = HotStatement(insert(_OUTBOX), [c.key for c in _OUTBOX.columns if not c.primary_key])
+
+
+def queue(
+    session: Session,
+    *,
+    kind: str,
+    raw: bytes,
+    recipient: str,
+    message_id: str,
+    now: datetime,
+    envelope_from: str = "",
+    thread_key: str | None = None,
+    source_message_id: int | None = None,
+    case_id: int | None = None,
+) -> None:
+    """:func:`enqueue` for the pipeline: one INSERT, no object (an answer per acute mail of a backlog)."""
+    values = _row(kind, raw, recipient, message_id, now, envelope_from, thread_key, source_message_id, case_id)
+    _INSERT.run(session, values)
 
 
 @dataclass

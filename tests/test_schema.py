@@ -23,7 +23,7 @@ def test_the_auto_reply_brakes_do_not_read_the_whole_outbox(tmp_path):
     url = f"sqlite:///{tmp_path / 'plan.db'}"
     db.upgrade(url)
     engine = db.make_engine(url)
-    compiled = autoreply._BRAKES.compile(dialect=engine.dialect)
+    compiled = autoreply._BRAKES.statement.compile(dialect=engine.dialect)
     values = {"recipient": "a@b.nl", "tagged": "a+%@b.nl", "thread": "t"}
     positional = tuple(values.get(name, "2026-11-30 00:00:00") for name in compiled.positiontup or ())
     with engine.connect() as conn:
