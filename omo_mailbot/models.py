@@ -178,7 +178,8 @@ class OutboxMail(Base):
     __table_args__ = (
         Index("ix_outbox_due", "status", "next_attempt_at"),
         Index("ix_outbox_recipient", "recipient", "created_at"),
-        Index("ix_outbox_kind_created", "kind", "created_at"),  # the brakes' windows (autoreply.py)
+        # the brakes' windows (autoreply.py); with the recipient, rows of others are skipped in the index
+        Index("ix_outbox_brakes", "kind", "created_at", "recipient"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # auto_reply | duty_alert | digest | command_reply | operator_alert
