@@ -91,6 +91,10 @@ class HotStatement:
             raise LookupError("the statement returned no row")
         return tuple(rows[0])
 
+    def rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
+        """Every row the statement returns."""
+        return self._rows(session, params)
+
     def _rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
         cursor = self._execute(session, params)
         try:
