@@ -79,8 +79,6 @@ class ParsedMail:
     message_id: str | None = None
     from_: Address | None = None
     reply_to: tuple[Address, ...] = ()
-    to: tuple[Address, ...] = ()
-    cc: tuple[Address, ...] = ()
     date: datetime | None = None
     text_plain: str = ""
     text_html: str = ""
@@ -275,8 +273,6 @@ def _build(
         message_id=mid[0] if mid else None,
         from_=from_list[0] if from_list else None,
         reply_to=addresses("reply-to"),
-        to=addresses("to"),
-        cc=addresses("cc"),
         date=_date(msg),
         text_plain=clean(plain),
         text_html=clean(html),
