@@ -27,9 +27,10 @@ import math
 import re
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,17 @@ HINT = "run `omo-mailbot train` to build a new one"
 # Terms travel as one UTF-8 blob joined by this character. Neither analyzer can make it part of a
 # term (word tokens are \w runs; character n-grams never hold whitespace but their padding space).
 SEPARATOR = "\n"
-# Distinct words whose character n-grams are remembered, and the longest word that is. Ordinary
-# words are short and recur; long tokens (URLs, encoded data) rarely recur and cost most, so they
-# are analysed every time. At most about 10 MB even when every word has the maximum length.
+# Distinct words whose analysis (tokens, character n-grams) is remembered, and the longest word that
+# is. Ordinary words are short and recur; long tokens (URLs, encoded data) rarely recur and cost
+# most, so they are analysed every time. At most about 13 MB even when every word has the maximum
+# length and is made of known n-grams (measured: 10,000 words of 32 characters).
 WORD_CACHE_LIMIT = 10_000
 WORD_CACHE_MAX_LENGTH = 32
+# Token patterns whose tokens are the same whether a text is searched whole or word by word (split at
+# whitespace): scikit-learn's default, which training uses. It never matches whitespace, and its \b
+# finds the same boundary at a space as at either end of a string, because no character is both
+# whitespace and \w. For these a word's tokens are remembered with its character n-grams.
+_WORD_LOCAL_PATTERNS = frozenset([r"(?u)\b\w\w+\b"])
 
 Floats = npt.NDArray[np.float64]
 Ids = npt.NDArray[np.intp]
@@ -105,73 +112,163 @@ class Family:
             raise ModelError(f"feature family {self.name!r} holds weights that are not finite numbers; {HINT}")
 
     def counter(self) -> Callable[[str], tuple[Ids, Floats]]:
-        """text -> (ids of the known terms in it, how often each occurs), ids unique."""
-        vocab = {term: i for i, term in enumerate(self.terms)}
-        ids = self._word_ids(vocab) if self.analyzer == "word" else self._char_ids(vocab)
+        """text -> (ids of the known terms in it, how often each occurs), ids unique and ascending."""
+        return _Analyzer((self,)).counts
 
-        def count(text: str) -> tuple[Ids, Floats]:
-            found = ids(text)
-            if found.size == 0:
-                return found, np.empty(0, dtype=np.float64)
-            keys, tf = np.unique(found, return_counts=True)
-            return keys, tf.astype(np.float64)
 
-        return count
+class _WordGrams:
+    """A ``word`` family's n-grams of a token list, as ids of known terms (in the analyzer's id space).
 
-    def _word_ids(self, vocab: dict[str, int]) -> Callable[[str], Ids]:
-        token = re.compile(self.token_pattern)
-        lo, hi = self.ngram
+    With a word-local token pattern (see ``_WORD_LOCAL_PATTERNS``) the analyzer remembers each word's
+    single tokens (``word_ids``), and only the n-grams of two or more tokens, which span words, are
+    looked up per text (``text_ids``). Such an n-gram is looked up as a tuple of tokens: the tokens
+    already carry their hashes, so this skips building and hashing a joined string per n-gram, and
+    ``"a b"`` is the tuple ``("a", "b")`` exactly because no token holds a space. With other
+    patterns the text's tokens are joined as scikit-learn joins them, every n looked up per text.
+    """
 
-        def ids(text: str) -> Ids:
-            tokens: list[str] = token.findall(text.lower())
-            out: list[int] = []
-            for n in range(lo, hi + 1):
-                out += [i for i in map(vocab.get, _word_grams(tokens, n)) if i is not None]
-            return np.array(out, dtype=np.intp)
+    def __init__(self, family: Family, offset: int, slot: int) -> None:
+        lo, hi = family.ngram
+        self.word_local = family.token_pattern in _WORD_LOCAL_PATTERNS
+        self.token = re.compile(family.token_pattern)
+        self.slot = slot  # where this family's tokens are in a _Word's tokens, if word-local
+        self.vocab = {term: offset + i for i, term in enumerate(family.terms)}
+        self.unigrams = lo == 1
+        self.spanning = range(max(lo, 2), hi + 1) if self.word_local else range(lo, hi + 1)
+        self.tuples = {}
+        if self.word_local and hi > 1:
+            self.tuples = {tuple(t.split(" ")): offset + i for i, t in enumerate(family.terms) if " " in t}
 
-        return ids
+    def word_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of the known single tokens among one word's ``tokens`` (word-local patterns only)."""
+        return [i for i in map(self.vocab.get, tokens) if i is not None] if self.unigrams else []
 
-    def _char_ids(self, vocab: dict[str, int]) -> Callable[[str], Ids]:
-        """Character n-grams never cross a space, so a text's n-grams are its words' n-grams put
-        together: each distinct word is analysed once and its known n-grams remembered (bounded)."""
-        lo, hi = self.ngram
-        known: dict[str, Ids] = {}
+    def text_ids(self, tokens: list[str]) -> list[int]:
+        """Ids of the known n-grams of a text's ``tokens`` that the words' ids leave out, once per occurrence."""
+        found: list[int] = []
+        for n in self.spanning:
+            if n == 1:
+                hits = map(self.vocab.get, tokens)
+            else:
+                grams = zip(*(tokens[k:] for k in range(n)), strict=False)
+                hits = map(self.tuples.get, grams) if self.word_local else map(self.vocab.get, map(" ".join, grams))
+            found += [i for i in hits if i is not None]
+        return found
 
-        def of_word(word: str) -> Ids:
-            padded = f" {word} "
-            size = len(padded)
-            out = []
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """What the analyzer remembers of one whitespace-separated word: its tokens for each word-local
+    ``word`` family, and the ids of the known terms inside it: those tokens that are terms, and its
+    character n-grams for every ``char_wb`` family."""
+
+    tokens: tuple[tuple[str, ...], ...]
+    ids: Ids
+
+
+class _Analyzer:
+    """Counts the known terms of a text for several families at once.
+
+    The families' terms share one id space, one family after the other (``starts``), so one text
+    gives one array of ids and one of counts for all families: the arrays are small (a few hundred
+    ids), numpy's cost per call outweighs its cost per element, and counting the families together
+    halves the calls. The text is split into whitespace-separated words and each distinct word is
+    analysed once (and remembered, see ``WORD_CACHE_LIMIT``): character n-grams never cross a space,
+    and neither do the tokens of a word-local pattern, so most of a text's terms are its words'
+    terms, each counted as often as its word occurs; only word n-grams of two or more tokens span
+    words.
+    """
+
+    def __init__(self, families: Sequence[Family]) -> None:
+        sizes = [len(family.terms) for family in families]
+        self.starts: list[int] = [sum(sizes[:k]) for k in range(len(families))]
+        self.words: list[_WordGrams] = []
+        self.local: list[_WordGrams] = []  # the word-local ones, whose tokens a _Word remembers
+        self.chars: list[tuple[dict[str, int], int, int]] = []  # (vocab in the shared id space, lo, hi)
+        for family, start in zip(families, self.starts, strict=True):
+            if family.analyzer == "word":
+                grams = _WordGrams(family, start, slot=len(self.local))
+                self.words.append(grams)
+                if grams.word_local:
+                    self.local.append(grams)
+            else:
+                vocab = {term: start + i for i, term in enumerate(family.terms)}
+                self.chars.append((vocab, *family.ngram))
+        self.known: dict[str, _Word] = {}
+
+    def counts(self, text: str) -> tuple[Ids, Floats]:
+        """(ids of the known terms in ``text``, how often each occurs), ids unique and ascending."""
+        lowered = text.lower()
+        words = lowered.split()
+        occurrences = Counter(words)
+        analysed = [self._word(word) for word in occurrences]
+        # what to count: each word's ids as often as the word occurs, the spanning n-grams once
+        parts: list[list[int] | Ids] = [word.ids for word in analysed]
+        weights: list[int] = list(occurrences.values())
+        for grams in self.words:
+            if not grams.spanning:  # a word-local family of single tokens: all in the words' ids
+                continue
+            if grams.word_local:
+                # the words' remembered tokens, put together in C rather than a Python loop per word
+                tokens_of = dict(zip(occurrences, [word.tokens[grams.slot] for word in analysed], strict=True))
+                tokens = list(chain.from_iterable(map(tokens_of.__getitem__, words)))
+            else:
+                tokens = grams.token.findall(lowered)
+            found = grams.text_ids(tokens)
+            if found:  # an empty list would make numpy guess a float array
+                parts.append(found)
+                weights.append(1)
+        return _tally(parts, weights)
+
+    def _word(self, word: str) -> _Word:
+        """The remembered analysis of ``word``, or a new one. Ordinary words are short and recur; long
+        tokens (URLs, encoded data) rarely recur and would cost most memory, so they are not kept."""
+        found = self.known.get(word)
+        if found is None:
+            tokens = tuple(tuple(grams.token.findall(word)) for grams in self.local)
+            ids = [i for grams, own in zip(self.local, tokens, strict=True) for i in grams.word_ids(own)]
+            found = _Word(tokens, np.array(ids + self._char_ids(word), dtype=np.intp))
+            if len(word) <= WORD_CACHE_MAX_LENGTH:
+                if len(self.known) >= WORD_CACHE_LIMIT:
+                    self.known.clear()
+                self.known[word] = found
+        return found
+
+    def _char_ids(self, word: str) -> list[int]:
+        """Ids of the known character n-grams of ``word`` padded with one space on either side."""
+        padded = f" {word} "
+        size = len(padded)
+        out: list[int] = []
+        for vocab, lo, hi in self.chars:
             for n in range(lo, hi + 1):
                 if n >= size:  # the whole padded word, once, stands for every longer n
                     if (i := vocab.get(padded)) is not None:
                         out.append(i)
                     break
                 out += [i for k in range(size - n + 1) if (i := vocab.get(padded[k : k + n])) is not None]
-            return np.array(out, dtype=np.intp)
-
-        def ids(text: str) -> Ids:
-            parts = []
-            for word in text.lower().split():
-                found = known.get(word)
-                if found is None:
-                    found = of_word(word)
-                    if len(word) <= WORD_CACHE_MAX_LENGTH:
-                        if len(known) >= WORD_CACHE_LIMIT:
-                            known.clear()
-                        known[word] = found
-                parts.append(found)
-            return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
-
-        return ids
+        return out
 
 
-def _word_grams(tokens: list[str], n: int) -> list[str]:
-    """The n-grams of a token list, joined by one space (pairs built directly: the common, hot case)."""
-    if n == 1:
-        return tokens
-    if n == 2:
-        return [f"{a} {b}" for a, b in pairwise(tokens)]
-    return [" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+def _tally(parts: Sequence[list[int] | Ids], weights: Sequence[int]) -> tuple[Ids, Floats]:
+    """(the distinct ids of ``parts``, ascending; for each, the sum of the weights of the parts it is in).
+
+    Each id is packed with its part's weight in its low 32 bits, so that one plain sort (about half
+    the cost of the argsort ``np.unique`` needs to carry weights along) brings every id's weights
+    together. Ids are far below 2**31 (a vocabulary that large would not fit in memory) and a weight
+    is how often a word occurs in one text, far below 2**32."""
+    sizes = [len(part) for part in parts]
+    if not sum(sizes):
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float64)
+    packed = np.concatenate(parts, dtype=np.int64) << 32
+    packed |= np.repeat(np.array(weights, dtype=np.int64), sizes)
+    packed.sort()
+    ids = packed >> 32
+    first = np.empty(ids.size, dtype=np.bool_)  # where each distinct id begins
+    first[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    tf = np.add.reduceat(packed & 0xFFFFFFFF, starts)
+    return ids[starts].astype(np.intp, copy=False), tf.astype(np.float64)
 
 
 @dataclass
@@ -221,15 +318,21 @@ class TrainedModel:
 
     def _features(self, text: str) -> Iterator[tuple[Family, Ids, Floats]]:
         """Per family with any known term in ``text``: the terms' ids and their tf-idf values, as the
-        vectorizer gives them (1 + log tf, times idf, the family's vector scaled to length 1)."""
-        for family, count in zip(self.families, self._counters(), strict=True):
-            keys, tf = count(text)
-            if keys.size == 0:
-                continue
-            values = (np.log(tf) + 1.0) * family.idf[keys]
-            norm = math.sqrt(float(values @ values))
+        vectorizer gives them (1 + log tf, times idf, the family's vector scaled to length 1).
+
+        All families are counted and weighed in one go (see :class:`_Analyzer`); each family's
+        terms are one slice of the ascending ids, cut where the next family's ids start."""
+        analyzer, idf = self._analyzer()
+        keys, tf = analyzer.counts(text)
+        values = (np.log(tf) + 1.0) * idf[keys]
+        cuts = [*np.searchsorted(keys, analyzer.starts[1:]).tolist(), keys.size]
+        lo = 0
+        for family, start, hi in zip(self.families, analyzer.starts, cuts, strict=True):
+            family_values = values[lo:hi]
+            norm = math.sqrt(float(family_values @ family_values)) if hi > lo else 0.0
             if norm > 0.0:
-                yield family, keys, values / norm
+                yield family, keys[lo:hi] - start, family_values / norm
+            lo = hi
 
     def _probability(self, decision: float) -> float:
         a, b = self.calibration
@@ -238,11 +341,13 @@ class TrainedModel:
             return 0.0
         return 1.0 / (1.0 + math.exp(exponent))
 
-    def _counters(self) -> list[Callable[[str], tuple[Ids, Floats]]]:
-        counters = self.cache.get("counters")
-        if counters is None:
-            counters = self.cache["counters"] = [family.counter() for family in self.families]
-        return list(counters)
+    def _analyzer(self) -> tuple[_Analyzer, Floats]:
+        """The analyzer of all families and their idf weights one after the other, built on first use."""
+        built = self.cache.get("analyzer")
+        if built is None:
+            idf = np.concatenate([family.idf for family in self.families])
+            built = self.cache["analyzer"] = (_Analyzer(self.families), idf)
+        return built
 
 
 def save(model: TrainedModel, path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from omo_mailbot import classifier, training
 from omo_mailbot.config import default_config
@@ -146,6 +147,47 @@ print(",".join(heavy) or "none")
     label, heavy = out.stdout.split()
     assert label in ("acute", "preparation")
     assert heavy == "none"
+
+
+def test_families_set_up_otherwise_than_training_does_still_count_as_scikit_learn_does():
+    """The scoring counts all families in one pass and remembers each word's tokens and n-grams; that
+    must hold for any family a model file may hold, not only the two training makes: longer word
+    n-grams, other token patterns (tokens that hold punctuation, or spaces: not word-local), and
+    several families of one kind. Each family's tf-idf row times its weights must match scikit-learn's."""
+    texts, _ = training_set(default_config(str(ROOT)))
+    setups = {
+        "trigrams": {"analyzer": "word", "ngram_range": (1, 3)},
+        "bigrams_only": {"analyzer": "word", "ngram_range": (2, 2)},
+        "nonspace": {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"\S+"},
+        "phrases": {"analyzer": "word", "ngram_range": (1, 2), "token_pattern": r"[^.,;:!?\n]+"},
+        "chars": {"analyzer": "char_wb", "ngram_range": (1, 3)},
+        "long_chars": {"analyzer": "char_wb", "ngram_range": (4, 6)},
+    }
+    rng = np.random.default_rng(7)
+    vectorizers, families = [], []
+    for name, setup in setups.items():
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float64, **setup).fit(texts)
+        terms = sorted(vec.vocabulary_, key=vec.vocabulary_.__getitem__)
+        weights = rng.normal(size=len(terms))
+        lo, hi = setup["ngram_range"]
+        families.append(
+            classifier.Family(name, setup["analyzer"], (lo, hi), vec.token_pattern, tuple(terms), vec.idf_, weights)
+        )
+        vectorizers.append(vec)
+    model = classifier.TrainedModel(tuple(families), 0.25, (-1.0, 0.0))
+    sample = texts[::5] + ODD_TEXTS + ["Dit, dat; en... DAT! spoed-overleg: a.s. 12:00 (zaal 3).  dit dat en"]
+    for text in sample:
+        rows = (vec.transform([text]) @ f.weights for vec, f in zip(vectorizers, families, strict=True))
+        expected = 0.25 + sum(float(row[0]) for row in rows)
+        assert model.decision(text) == pytest.approx(expected, abs=1e-12, rel=1e-12)
+    for family, (name, setup) in zip(families, setups.items(), strict=True):
+        counts = CountVectorizer(vocabulary=family.terms, **setup)
+        count = family.counter()
+        for text in sample:
+            row = counts.transform([text]).tocsr()
+            row.sort_indices()
+            ids, tf = count(text)
+            assert (ids.tolist(), tf.tolist()) == (row.indices.tolist(), row.data.tolist()), name
 
 
 def test_weights_that_are_not_numbers_are_refused(fitted):
