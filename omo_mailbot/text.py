@@ -315,15 +315,32 @@ _EN_WORDS = frozenset(
         "municipality",
     ]
 )
+# What language() counts as a word. _letter_runs finds the same words faster; tests/test_text.py checks
+# that both agree on every character.
 _WORD = re.compile(r"[a-zà-ÿ]+")
+# _WORD's letters are all Latin-1, where a code point is its byte: a translation table that keeps those
+# bytes and turns every other byte into a space, and the word lists as bytes.
+_LETTERS = bytes(range(ord("a"), ord("z") + 1)) + bytes(range(ord("à"), ord("ÿ") + 1))
+_LETTERS_ONLY = bytes(b if b in _LETTERS else ord(" ") for b in range(256))
+_NL_BYTES = frozenset(word.encode("latin-1") for word in _NL_WORDS)
+_EN_BYTES = frozenset(word.encode("latin-1") for word in _EN_WORDS)
+
+
+def _letter_runs(text: str) -> list[bytes]:
+    """``_WORD.findall(text)``, Latin-1 encoded, at about half the cost of the regular expression.
+
+    Characters beyond Latin-1 are no letters of _WORD, so encoding each as ``?`` (no letter either)
+    leaves the words as they are; the byte table then blanks every other non-letter, and a plain
+    split (in C, like the encoding and the table) gives the runs of letters."""
+    return text.encode("latin-1", "replace").translate(_LETTERS_ONLY).split()
 
 
 def language(text: str) -> str:
     """'en' when the text reads as English, else 'nl' (the default of this mailbox)."""
-    words = _WORD.findall(text.lower()[:4000])
+    words = _letter_runs(text.lower()[:4000])
     # counted in C (a Python loop per word cost 0.5 ms); a set test per word is cheaper than a Counter
-    nl = sum(map(_NL_WORDS.__contains__, words))
-    en = sum(map(_EN_WORDS.__contains__, words))
+    nl = sum(map(_NL_BYTES.__contains__, words))
+    en = sum(map(_EN_BYTES.__contains__, words))
     return "en" if en > nl * 1.2 and en >= 3 else "nl"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from omo_mailbot.mail import parse
-from omo_mailbot.text import language, new_text, own_text, split_text
+from omo_mailbot.text import _WORD, _letter_runs, language, new_text, own_text, split_text
 
 from .mails import make_mail
 
@@ -87,6 +87,15 @@ def test_language_is_dutch_unless_clearly_english():
     assert language("Er staan nu mensen voor het gemeentehuis, kunt u bellen?") == "nl"
     assert language("There is a crowd at the town hall right now, can you call us today?") == "en"
     assert language("OK") == "nl"
+
+
+def test_language_finds_the_words_its_pattern_finds_whatever_the_characters():
+    """language() splits words with a byte table rather than its regular expression; both must find
+    the same words for every character (lone surrogates, non-breaking and other spaces, letters
+    outside Latin-1 and upper case included), between letters and next to each other."""
+    every = [chr(c) for c in range(0x110000)]
+    for text in ("".join(every), "a".join(every), "é".join(every), " ".join(every)):
+        assert [w.decode("latin-1") for w in _letter_runs(text)] == _WORD.findall(text)
 
 
 FORWARDED_DIGEST = (
