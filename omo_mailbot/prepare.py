@@ -111,10 +111,11 @@ class Balance:
     """How many mails of each batch the service parses and decides itself, so that neither side waits.
 
     After each answer: if the service had to wait for it (longer than ``WAITED``), the worker is the
-    slower side and the service keeps ``step`` more mails of the following batches; if the answer was
-    there before the service asked, the worker had been idle and gets ``step`` back. The service never
-    keeps more than half a batch: it also stores, answers and fetches. Starting from 0 it settles within
-    a few dozen batches and then moves by one step around the point where both sides take as long.
+    slower side and the service keeps more mails of the following batches; if the answer was there
+    before the service asked, the worker had been idle and gets some back. The step doubles while the
+    answers keep pointing the same way and halves when they turn, so the share is found within a few
+    batches of a pass and then moves by a mail or two around the point where both sides take as long.
+    The service never keeps more than half a batch: it also stores, answers and fetches.
     """
 
     WAITED = 0.001  # seconds: less is the cost of the handover itself, not waiting
@@ -122,6 +123,10 @@ class Balance:
     def __init__(self) -> None:
         self.kept = 0  # mails at the end of each batch the service keeps for itself
         self.kept_in_all = 0  # over the pass, for the benchmark and the debug log
+        self._step = 1
+        self._last = 0  # +1: the service waited last time; -1: it did not
+        self._same = 0  # answers in a row that pointed the same way
+        self._turned = False  # whether the answers have changed direction yet
 
     def take(self, size: int) -> int:
         """The service's share of a batch of ``size`` mails about to be handed over."""
@@ -131,11 +136,16 @@ class Balance:
 
     def answered(self, waited: float, size: int) -> None:
         """Adjust after an answer for a batch of ``size`` mails that the service waited ``waited`` s for."""
-        step = max(1, size // 50)
-        if waited > self.WAITED:
-            self.kept = min(self.kept + step, size // 2)
+        direction = 1 if waited > self.WAITED else -1
+        if direction != self._last:
+            self._step, self._same = max(1, self._step // 2), 1
         else:
-            self.kept = max(self.kept - step, 0)
+            self._same += 1
+            if self._same >= 3 or not self._turned:  # settled once: grow again only on a clear trend
+                self._step = min(2 * self._step, max(1, size // 4))
+        self._turned = self._turned or (self._last != 0 and direction != self._last)
+        self._last = direction
+        self.kept = min(max(self.kept + direction * self._step, 0), size // 2)
 
 
 def _serve(conn: Connection, parent_end: Connection, decider: Decider, service_pid: int) -> None:  # pragma: no cover

@@ -290,19 +290,33 @@ def test_decisions_prepared_with_a_replaced_decider_are_set_aside(make_config) -
 def test_the_service_takes_a_share_of_the_work_while_it_waits_for_the_worker() -> None:
     balance = Balance()
     assert balance.take(100) == 0  # at first the worker gets everything
-    for _ in range(5):
+    for _ in range(4):
         balance.answered(waited=0.05, size=100)  # the service had to wait: the worker is the slower side
-    assert balance.take(100) == 10
+    assert balance.kept == 1 + 2 + 4 + 8  # the step doubles while the answers point the same way
+    assert balance.take(100) == 15
     assert balance.take(7) == 3  # never more than half a batch
     balance.answered(waited=0.0, size=100)  # the answer was there already: the worker had been idle
-    assert balance.take(100) == 8
+    assert balance.kept == 15 - 4  # turning back halves the step
+    balance.answered(waited=0.05, size=100)
+    assert balance.kept == 11 + 2
     for _ in range(100):
         balance.answered(waited=0.05, size=100)
     assert balance.take(100) == 50
     for _ in range(100):
         balance.answered(waited=0.0, size=100)
     assert balance.take(100) == 0
-    assert balance.kept_in_all == 10 + 3 + 8 + 50
+    assert balance.kept_in_all == 15 + 3 + 50
+
+
+def test_the_share_settles_where_both_sides_take_as_long() -> None:
+    balance = Balance()
+    worker_ms, service_ms, size = 3.0, 2.0, 100  # per mail; the service also spends 150 ms storing a batch
+    for _ in range(30):
+        kept = balance.take(size)
+        waited = (size - kept) * worker_ms - (kept * service_ms + 150)
+        balance.answered(waited=max(waited, 0) / 1000, size=size)
+    # both take as long at 150 + 2k = 3(100 - k): k = 30
+    assert 27 <= balance.kept <= 33
 
 
 def test_the_mails_the_service_keeps_are_the_end_of_the_batch() -> None:
