@@ -387,7 +387,7 @@ class DigestRunner:
                     s.flush()  # the unique (person, day) row: a concurrent instance fails here
                     context = self.builder.context(s, person, now)
                     raw, message_id = self.builder.mail(person, context, now)
-                    row = enqueue(
+                    run.outbox_id = enqueue(
                         s,
                         kind="digest",
                         raw=raw,
@@ -396,7 +396,6 @@ class DigestRunner:
                         now=now,
                         envelope_from=self.builder.cfg.smtp.envelope_from,
                     )
-                    run.outbox_id = row.id
                 report.sent.append(person.address)
             except IntegrityError:
                 report.skipped.append((person.address, "already sent today by another instance"))

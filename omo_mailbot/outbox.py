@@ -36,19 +36,28 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-def _row(
+_OUTBOX = table_of(OutboxMail)
+_INSERT = HotStatement(
+    insert(_OUTBOX).returning(_OUTBOX.c.id), [c.key for c in _OUTBOX.columns if not c.primary_key]
+)
+
+
+def enqueue(
+    session: Session,
+    *,
     kind: str,
     raw: bytes,
     recipient: str,
     message_id: str,
     now: datetime,
-    envelope_from: str,
-    thread_key: str | None,
-    source_message_id: int | None,
-    case_id: int | None,
-) -> dict[str, Any]:
-    """Every column of a new outbox row: pending, due now, never tried."""
-    return {
+    envelope_from: str = "",
+    thread_key: str | None = None,
+    source_message_id: int | None = None,
+    case_id: int | None = None,
+) -> int:
+    """Queue a mail in the caller's transaction: one INSERT of a row that is pending, due now and never
+    tried, and its id (an answer per acute mail of a backlog goes through here)."""
+    row = {
         "kind": kind,
         "message_id_header": message_id,
         "recipient": recipient.lower(),
@@ -66,49 +75,8 @@ def _row(
         "source_message_id": source_message_id,
         "case_id": case_id,
     }
-
-
-def enqueue(
-    session: Session,
-    *,
-    kind: str,
-    raw: bytes,
-    recipient: str,
-    message_id: str,
-    now: datetime,
-    envelope_from: str = "",
-    thread_key: str | None = None,
-    source_message_id: int | None = None,
-    case_id: int | None = None,
-) -> OutboxMail:
-    """Queue a mail in the caller's transaction; the row as an object of the session."""
-    values = _row(kind, raw, recipient, message_id, now, envelope_from, thread_key, source_message_id, case_id)
-    row = OutboxMail(**values)
-    session.add(row)
-    session.flush()
-    return row
-
-
-_OUTBOX = table_of(OutboxMail)
-_INSERT = HotStatement(insert(_OUTBOX), [c.key for c in _OUTBOX.columns if not c.primary_key])
-
-
-def queue(
-    session: Session,
-    *,
-    kind: str,
-    raw: bytes,
-    recipient: str,
-    message_id: str,
-    now: datetime,
-    envelope_from: str = "",
-    thread_key: str | None = None,
-    source_message_id: int | None = None,
-    case_id: int | None = None,
-) -> None:
-    """:func:`enqueue` for the pipeline: one INSERT, no object (an answer per acute mail of a backlog)."""
-    values = _row(kind, raw, recipient, message_id, now, envelope_from, thread_key, source_message_id, case_id)
-    _INSERT.run(session, values)
+    (row_id,) = _INSERT.row(session, row)
+    return int(row_id)
 
 
 def _claim(skip_locked: bool) -> HotStatement:

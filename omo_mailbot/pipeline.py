@@ -35,7 +35,7 @@ from .hotsql import HotStatement
 from .mail import ParsedMail, parse
 from .mailbox import FetchedMail
 from .models import Bounce, Case, MailboxCursor, Message, Verdict, table_of
-from .outbox import queue
+from .outbox import enqueue
 from .prepare import Prepared, ms, parse_and_decide
 from .roster import Roster
 from .routing import Routing
@@ -647,7 +647,7 @@ class Pipeline:
             raw, msgid = autoreply.build_reply(
                 self.templates, cfg.smtp, cfg.autoreply, mail, decision, recipient, case.reference, day, now, template
             )
-            queue(
+            enqueue(
                 s,
                 kind="auto_reply",
                 raw=raw,
@@ -676,7 +676,7 @@ class Pipeline:
             raw, msgid = autoreply.build_duty_alert(
                 self.templates, cfg.smtp, cfg.autoreply, mail, decision, duty, case.reference, sent, now
             )
-            queue(
+            enqueue(
                 s,
                 kind="duty_alert",
                 raw=raw,

@@ -65,7 +65,11 @@ def test_a_digest_shows_a_person_their_cases_the_queue_acute_mail_stale_cases_an
     service, engine = build_service(cfg, clock=clock)
     service.run_once()
     with service.sessions.begin() as s:  # an outbox mail that could not be delivered
-        row = enqueue(s, kind="auto_reply", raw=b"x", recipient="weg@elders.example", message_id="<f@x>", now=clock())
+        row_id = enqueue(
+            s, kind="auto_reply", raw=b"x", recipient="weg@elders.example", message_id="<f@x>", now=clock()
+        )
+        row = s.get(OutboxMail, row_id)
+        assert row is not None
         row.status, row.last_error = "failed", "550 5.1.1 mailbox unavailable"
     clock.now = TUESDAY  # four working days later: the windpark case has had no action since
     _append(dovecot, mailbox_user, mails.acute())  # an acute mail of the last 24 hours

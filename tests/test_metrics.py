@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from omo_mailbot.metrics import Health, Metrics, OpsServer, mail_kind, reason_code
+from omo_mailbot.models import OutboxMail
 from omo_mailbot.ops import start_operations
 from omo_mailbot.outbox import enqueue
 from omo_mailbot.service import ServiceState, build_service, open_database
@@ -250,7 +251,7 @@ def test_a_mail_put_off_again_and_again_during_an_outage_still_makes_the_outbox_
     health = Health(cfg, engine, sessions)
     now = datetime.now(UTC)
     with sessions.begin() as s:
-        row = enqueue(
+        row_id = enqueue(
             s,
             kind="auto_reply",
             raw=b"Subject: x\r\n\r\nx\r\n",
@@ -258,10 +259,12 @@ def test_a_mail_put_off_again_and_again_during_an_outage_still_makes_the_outbox_
             message_id="<outage@minbzk.nl>",
             now=now - timedelta(minutes=50),
         )
+        row = s.get(OutboxMail, row_id)
+        assert row is not None
         row.next_attempt_at = now + timedelta(minutes=5)  # held behind an unreachable receiver
     assert health.outbox_problem() is None  # 50 minutes: a long outage, not yet an alarm
     with sessions.begin() as s:
-        s.get(type(row), row.id).created_at = now - timedelta(minutes=61)
+        s.get(OutboxMail, row_id).created_at = now - timedelta(minutes=61)
     assert "s ago is still unsent (limit 3600 s)" in (health.outbox_problem() or "")
     engine.dispose()
 
