@@ -21,6 +21,8 @@ are listened to per statement), and "expanding" IN parameters (not used here).
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,21 +56,23 @@ class HotStatement:
     def __init__(self, statement: ClauseElement, columns: Sequence[str] | None = None) -> None:
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
-        self._by_dialect: dict[str, _Compiled] = {}
+        # per engine's dialect: what it was configured with (JSON serializer, server version) shapes both
+        self._by_dialect: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
 
     def _compiled(self, dialect: Dialect) -> _Compiled:
-        key = f"{dialect.name}+{dialect.driver}"
-        found = self._by_dialect.get(key)
+        found = self._by_dialect.get(dialect)
         if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=self.columns)
             assert isinstance(compiled, SQLCompiler)
-            names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+            # the names as the SQL uses them (``binds`` also holds each literal under an internal key)
+            used = tuple(dict.fromkeys(compiled.bind_names.values()))
+            names = tuple(compiled.positiontup or ()) if compiled.positional else used
             binds = compiled.binds
             processors = tuple(binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
             keys = tuple(compiled.escaped_bind_names.get(n, n) for n in names)
             fixed = {n: binds[n].effective_value for n in names if not binds[n].required}  # literals in the SQL
             found = _Compiled(compiled.string, names, keys, processors, compiled.positional, fixed)
-            self._by_dialect[key] = found
+            self._by_dialect[dialect] = found
         return found
 
     def run(self, session: Session, params: Mapping[str, Any]) -> int:
@@ -112,10 +116,19 @@ class HotStatement:
             for value, process in zip(map(given.__getitem__, compiled.names), compiled.processors, strict=True)
         ]
         bound = values if compiled.positional else dict(zip(compiled.keys, values, strict=True))
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        driver_connection = connection.connection.dbapi_connection
+        cursor = driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(compiled.sql, bound)
         except dialect.loaded_dbapi.Error as exc:
-            cursor.close()
-            raise DBAPIError.instance(compiled.sql, bound, exc, dialect.loaded_dbapi.Error, dialect=dialect) from exc
+            # as SQLAlchemy does: a connection the server dropped is invalidated, so that the rollback that
+            # follows does not fail on it and the pool does not hand it out again
+            lost = dialect.is_disconnect(exc, driver_connection, cursor)
+            with contextlib.suppress(Exception):
+                cursor.close()
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                compiled.sql, bound, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost, dialect=dialect
+            ) from exc
         return cursor

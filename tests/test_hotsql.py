@@ -3,12 +3,13 @@ PostgreSQL (OMO_TEST_DB), and fail with SQLAlchemy's own exceptions."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, insert, literal, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from omo_mailbot import db
@@ -93,3 +94,20 @@ def test_a_foreign_key_is_enforced(session: Session) -> None:
     row.update(auto_reply=False, topics=[], rules_hash="x", model_version="y", decided_at=now)
     with pytest.raises(IntegrityError):
         insert_verdict.run(session, row)
+
+
+@pytest.mark.skipif(os.environ.get("OMO_TEST_DB") != "postgresql", reason="a server that drops the connection")
+def test_a_dropped_connection_is_invalidated_and_the_rollback_succeeds(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    sessions = db.session_factory(engine)
+    one_more = HotStatement(select(literal(1) + bindparam("x")))
+    with sessions() as s:
+        backend = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend})
+        with pytest.raises(OperationalError) as raised:
+            one_more.row(s, {"x": 1})
+        assert raised.value.connection_invalidated
+        s.rollback()  # no second error from the dead connection
+        assert one_more.row(s, {"x": 1}) == (2,)  # and the next statement gets a live one
+    engine.dispose()
