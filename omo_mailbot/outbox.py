@@ -37,9 +37,7 @@ Clock = Callable[[], datetime]
 
 
 _OUTBOX = table_of(OutboxMail)
-_INSERT = HotStatement(
-    insert(_OUTBOX).returning(_OUTBOX.c.id), [c.key for c in _OUTBOX.columns if not c.primary_key]
-)
+_INSERT = HotStatement(insert(_OUTBOX).returning(_OUTBOX.c.id), [c.key for c in _OUTBOX.columns if not c.primary_key])
 
 
 def enqueue(

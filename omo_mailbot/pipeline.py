@@ -104,6 +104,16 @@ _MESSAGE_COLUMNS = [c.key for c in _MESSAGE.columns if not c.primary_key]
 _INSERT_MESSAGE = HotStatement(insert(_MESSAGE).returning(_MESSAGE.c.id), _MESSAGE_COLUMNS)
 
 
+def _subject(mail: ParsedMail | None) -> str | None:
+    """The subject as stored (the column holds 2000 characters)."""
+    return mail.subject[:2000] if mail else None
+
+
+def _sender(mail: ParsedMail | None) -> str | None:
+    """The From address as stored and compared: lower case, at most an address's 320 characters."""
+    return mail.from_.addr.lower()[:320] if mail and mail.from_ else None
+
+
 @dataclass(frozen=True)
 class Stored:
     """A mail as written to ``messages``: what the rest of its processing needs of that row."""
@@ -187,12 +197,12 @@ class _Pending:
     timings: dict[str, float]  # milliseconds so far: parse, decide (for the log line)
 
     @property
-    def subject(self) -> str:
-        return self.mail.subject[:2000]
+    def subject(self) -> str | None:
+        return _subject(self.mail)
 
     @property
     def from_addr(self) -> str | None:
-        return self.mail.from_.addr.lower()[:320] if self.mail.from_ else None
+        return _sender(self.mail)
 
 
 _P = ParamSpec("_P")
@@ -419,8 +429,7 @@ class Pipeline:
         case_id: int | None = None,
         decision: Decision | None = None,
     ) -> Stored:
-        subject = mail.subject[:2000] if mail else None
-        from_addr = mail.from_.addr.lower()[:320] if mail and mail.from_ else None
+        subject, from_addr = _subject(mail), _sender(mail)
         row = {
             "mailbox": mailbox,
             "uidvalidity": uidvalidity,
@@ -478,8 +487,8 @@ class Pipeline:
         case = cases.open_case(
             s,
             label="preparation",
-            subject=mail.subject[:2000] if mail else None,
-            requester=mail.from_.addr.lower()[:320] if mail and mail.from_ else None,
+            subject=_subject(mail),
+            requester=_sender(mail),
             now=now,
             needs_human_reason=f"{reason}: {error.splitlines()[-1][:300] if error else ''}",
             year=self._local_year(now),
