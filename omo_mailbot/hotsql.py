@@ -86,21 +86,18 @@ class HotStatement:
 
     def scalar(self, session: Session, params: Mapping[str, Any]) -> Any:
         """The first column of the first row, or None when there is no row."""
-        rows = self._rows(session, params)
+        rows = self.rows(session, params)
         return rows[0][0] if rows else None
 
     def row(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """The one row the statement returns (an aggregate, an INSERT's RETURNING)."""
-        rows = self._rows(session, params)
+        rows = self.rows(session, params)
         if not rows:
             raise LookupError("the statement returned no row")
         return tuple(rows[0])
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
         """Every row the statement returns."""
-        return self._rows(session, params)
-
-    def _rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
         cursor = self._execute(session, params)
         try:
             return list(cursor.fetchall())  # all of them: SQLite finishes a RETURNING statement only then
